@@ -1,1 +1,7 @@
-fn main() {}
+//! The `tidewire` command: the server and its tools.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
