@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands of the `tidewire` binary.
 
+mod serve;
 mod sse;
 
 use std::process::ExitCode;
@@ -16,6 +17,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the server (SQLite in the data directory, the synthetic backend).
+    Serve(serve::ServeArgs),
+    /// Prints the effective configuration as TOML, after file, environment and flags.
+    Config(serve::ServeArgs),
     /// Server-Sent Events tools: decode or encode a byte stream.
     #[command(subcommand)]
     Sse(sse::SseCommand),
@@ -25,6 +30,8 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::serve(&args),
+        Command::Config(args) => serve::print_config(&args),
         Command::Sse(command) => sse::run(command),
     };
     match result {

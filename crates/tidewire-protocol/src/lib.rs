@@ -1,0 +1,16 @@
+//! tidewire-protocol: the vocabulary shared by the tidewire server and its clients.
+//!
+//! - [`ChatEvent`]: every event of a run's stream, with its native wire name and JSON
+//!   payload (see `DESIGN.md`, "The event model").
+//! - [`api`]: the JSON bodies of the native HTTP API.
+//!
+//! The crate knows nothing of HTTP or of the server, so a client can depend on it alone.
+
+pub mod api;
+mod event;
+
+pub use event::{
+    ChatEvent, Done, ErrorEvent, EventParseError, FollowUpQuestions, MessageStatus, Metadata,
+    QualityScore, RunStarted, Source, Sources, Stage, Timing, Token, ToolFinished, ToolStarted,
+    Usage,
+};

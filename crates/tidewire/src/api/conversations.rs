@@ -1,0 +1,79 @@
+//! The stored conversations: list, messages, delete.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tidewire_protocol::api::{ConversationList, MessageList};
+
+use super::AppState;
+use super::error::ApiError;
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+/// `?limit=` of `GET /api/conversations`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/conversations`: the most recently updated first.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ConversationList>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let conversations = state.store.list_conversations(limit).await?;
+    Ok(Json(ConversationList { conversations }))
+}
+
+/// `GET /api/conversations/{id}/messages`: oldest first.
+pub async fn messages(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<MessageList>, ApiError> {
+    let id = conversation_id(path)?;
+    match state.store.list_messages(&id).await? {
+        Some(messages) => Ok(Json(MessageList {
+            conversation_id: id,
+            messages,
+        })),
+        None => Err(not_found(&id)),
+    }
+}
+
+/// `DELETE /api/conversations/{id}`: stops its runs and deletes it with its messages.
+pub async fn delete(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = conversation_id(path)?;
+    state.hub.cancel_conversation(&id);
+    if state.store.delete_conversation(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&id))
+    }
+}
+
+fn conversation_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(
+        "conversation_not_found",
+        format!("conversation {id} does not exist"),
+    )
+}

@@ -1,0 +1,127 @@
+//! The SSE response of a run: headers, a prelude, the subscriber's batches and
+//! keepalive comments while the run is quiet.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Response, StatusCode, Version, header};
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::hub::Subscription;
+
+/// The comment sent on idle streams.
+pub const KEEPALIVE: &[u8] = b": keepalive\n\n";
+
+/// Timing of a stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    /// Idle time before a keepalive comment.
+    pub keepalive: Duration,
+    /// The reconnection delay suggested with `retry:`.
+    pub retry: Duration,
+}
+
+/// The body of a run's stream: at once a `retry:` hint and a keepalive comment (so
+/// proxies pass the headers on), then every event after the subscriber's cursor as
+/// it is appended, a keepalive comment after each `keepalive` of silence, and the
+/// end after `done`.
+pub fn event_stream(
+    subscription: Subscription,
+    settings: StreamSettings,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let mut prelude = Vec::with_capacity(40);
+    tidewire_sse::encode_comment(&mut prelude, "keepalive");
+    tidewire_sse::encode_retry(&mut prelude, settings.retry);
+    let state = (subscription, Some(Bytes::from(prelude)));
+    futures_util::stream::unfold(state, move |(mut subscription, prelude)| async move {
+        if let Some(prelude) = prelude {
+            return Some((Ok(prelude), (subscription, None)));
+        }
+        tokio::select! {
+            batch = subscription.next_batch() => {
+                batch.map(|bytes| (Ok(bytes), (subscription, None)))
+            }
+            () = tokio::time::sleep(settings.keepalive) => {
+                Some((Ok(Bytes::from_static(KEEPALIVE)), (subscription, None)))
+            }
+        }
+    })
+}
+
+/// A `text/event-stream` response with the headers every stream carries.
+pub fn sse_response(version: Version, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // HTTP/2 forbids connection-specific headers.
+    if version <= Version::HTTP_11 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+    use tidewire_protocol::{ChatEvent, MessageStatus};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::hub::Run;
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalives_go_out_at_once_and_after_each_quiet_interval() {
+        let run = Arc::new(Run::new("r".into(), "c".into(), "m".into()));
+        let settings = StreamSettings {
+            keepalive: Duration::from_secs(15),
+            retry: Duration::from_millis(1500),
+        };
+        let stream = event_stream(run.subscribe(0), settings);
+        let producer = Arc::clone(&run);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            producer.append(ChatEvent::token("hi"));
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            producer.append(ChatEvent::done(MessageStatus::Complete));
+        });
+        let start = Instant::now();
+        let items: Vec<(u64, String)> = stream
+            .map(|item| {
+                let bytes = item.unwrap_or_default();
+                (
+                    start.elapsed().as_secs(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )
+            })
+            .collect()
+            .await;
+        let keepalive = ": keepalive\n\n".to_owned();
+        assert_eq!(
+            items,
+            vec![
+                (0, ": keepalive\nretry: 1500\n\n".to_owned()),
+                (15, keepalive.clone()),
+                (30, keepalive.clone()),
+                (
+                    40,
+                    "id: 1\nevent: token\ndata: {\"token\":\"hi\"}\n\n".to_owned()
+                ),
+                (55, keepalive),
+                (
+                    60,
+                    "id: 2\nevent: done\ndata: {\"status\":\"complete\"}\n\n".to_owned()
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! tidewire: a streaming gateway for AI chat.
+//!
+//! A client posts a message; tidewire runs the answer pipeline and streams every step
+//! as Server-Sent Events while it stores the conversation. Runs live independently of
+//! connections: any client can re-attach with `Last-Event-ID` and get exactly the
+//! events it missed. See `DESIGN.md` for the layers.
+//!
+//! The binary is thin: [`run`] serves on a listener until a shutdown future
+//! resolves, and [`app`] builds the router, so tests start the same server.
+
+pub mod api;
+pub mod config;
+pub mod hub;
+pub mod llm;
+pub mod pipeline;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use api::AppState;
+pub use config::Config;
+
+use crate::hub::{Hub, HubConfig};
+use crate::llm::Synthetic;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// After the drain, how long connections get to close before the server stops
+/// waiting for them.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store (marking answers a crash left `streaming` as `interrupted`) and
+/// builds the state the handlers share.
+pub async fn open(config: Config) -> Result<AppState, ServeError> {
+    let store = SqliteStore::open(&config.data_dir).await?;
+    let interrupted = store.interrupt_streaming().await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "answers left streaming by an earlier stop are now interrupted"
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(store);
+    let hub = Hub::new(
+        HubConfig {
+            max_concurrent_runs: config.max_concurrent_runs,
+            retention: config.retention,
+            cancel_after_idle: config.cancel_after_idle,
+            flush_interval: config.flush_interval,
+        },
+        Arc::clone(&store),
+    );
+    Ok(AppState {
+        hub,
+        store,
+        config: Arc::new(config),
+        backend: Arc::new(Synthetic),
+    })
+}
+
+/// The router of the whole server.
+pub fn app(state: AppState) -> Router {
+    api::router(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting, lets runs
+/// finish up to the drain timeout, interrupts the rest (stored), and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let state = open(config).await?;
+    serve(listener, state, shutdown).await
+}
+
+/// [`run`] with a state already open.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let hub = Arc::clone(&state.hub);
+    let drain_timeout = state.config.drain_timeout;
+    let stop_accepting = CancellationToken::new();
+    tracing::info!("tidewire listening on http://{}", listener.local_addr()?);
+    let mut server = tokio::spawn(
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+            .into_future(),
+    );
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            return match result {
+                Ok(result) => result.map_err(ServeError::from),
+                Err(join) => Err(ServeError::Io(std::io::Error::other(join))),
+            };
+        }
+    }
+    tracing::info!("shutting down");
+    stop_accepting.cancel();
+    // Every stream ends with its run's `done`; once runs are drained, connections close.
+    hub.drain(drain_timeout).await;
+    match tokio::time::timeout(CLOSE_GRACE, &mut server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => return Err(ServeError::Io(std::io::Error::other(join))),
+        Err(_) => {
+            tracing::warn!("connections still open after the drain; closing them");
+            server.abort();
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! The synthetic backend: deterministic text for demos, tests and benchmarks.
+//!
+//! The same message gives the same tokens (a longer `max_tokens` continues the same
+//! text), exactly `max_tokens` of them, paced at `tokens_per_second` against a fixed
+//! schedule so delays do not accumulate.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use tidewire_protocol::Usage;
+use tokio::time::{Instant, Sleep};
+
+use super::{Backend, Chunk, GenerationRequest, LlmError, PromptRole, TokenStream};
+
+const WORDS: &[&str] = &[
+    "stream", "token", "answer", "river", "signal", "quiet", "bright", "model", "event", "ocean",
+    "current", "steady", "reply", "thread", "gentle", "swift", "wire", "harbor", "light", "value",
+    "story", "source", "tide", "moment", "clear", "simple", "detail", "context", "question",
+    "useful", "pattern", "careful", "window", "result", "open", "measure", "balance", "record",
+    "echo", "path", "shore", "breeze", "compass", "anchor", "lantern", "meadow", "summit",
+    "voyage", "beacon", "harvest", "granite", "silver", "orbit", "canvas", "fabric", "rhythm",
+    "horizon", "ember", "crystal", "atlas", "journey", "garden", "thunder", "willow",
+];
+
+/// Tokens produced between two voluntary yields when unpaced, so one fast run cannot
+/// hold a worker thread.
+const YIELD_EVERY: u32 = 32;
+
+/// The synthetic backend.
+#[derive(Debug, Clone, Default)]
+pub struct Synthetic;
+
+#[async_trait]
+impl Backend for Synthetic {
+    fn model(&self) -> &str {
+        "synthetic"
+    }
+
+    async fn generate(&self, request: GenerationRequest) -> Result<TokenStream, LlmError> {
+        let prompt = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == PromptRole::User)
+            .map(|m| m.content.as_str())
+            .unwrap_or_default();
+        let prompt_tokens = request
+            .messages
+            .iter()
+            .map(|m| m.content.split_whitespace().count() as u64)
+            .sum();
+        Ok(Box::pin(SyntheticStream::new(
+            prompt,
+            prompt_tokens,
+            request.max_tokens,
+            request.tokens_per_second,
+        )))
+    }
+}
+
+/// The token stream of one synthetic answer.
+pub struct SyntheticStream {
+    rng: u64,
+    produced: u32,
+    total: u32,
+    prompt_tokens: u64,
+    interval: Option<Duration>,
+    start: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+    capitalize: bool,
+    yielded: bool,
+    usage_sent: bool,
+}
+
+impl SyntheticStream {
+    fn new(prompt: &str, prompt_tokens: u64, max_tokens: u32, tokens_per_second: f64) -> Self {
+        let interval = (tokens_per_second > 0.0 && tokens_per_second.is_finite())
+            .then(|| Duration::from_secs_f64(1.0 / tokens_per_second));
+        Self {
+            rng: fnv1a(prompt.as_bytes()),
+            produced: 0,
+            total: max_tokens,
+            prompt_tokens,
+            interval,
+            start: Instant::now(),
+            sleep: None,
+            capitalize: true,
+            yielded: false,
+            usage_sent: false,
+        }
+    }
+
+    fn next_word(&mut self) -> String {
+        self.rng = splitmix64(self.rng);
+        let word = WORDS[(self.rng % WORDS.len() as u64) as usize];
+        let mut text = String::with_capacity(word.len() + 2);
+        if self.produced > 0 {
+            text.push(' ');
+        }
+        if self.capitalize {
+            let mut chars = word.chars();
+            if let Some(first) = chars.next() {
+                text.extend(first.to_uppercase());
+                text.push_str(chars.as_str());
+            }
+        } else {
+            text.push_str(word);
+        }
+        // About one sentence in nine words.
+        self.capitalize = (self.rng >> 32).is_multiple_of(9);
+        if self.capitalize || self.produced + 1 == self.total {
+            text.push('.');
+        }
+        text
+    }
+}
+
+impl Stream for SyntheticStream {
+    type Item = Result<Chunk, LlmError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.produced >= self.total {
+            if self.usage_sent {
+                return Poll::Ready(None);
+            }
+            self.usage_sent = true;
+            let usage = Usage::new(self.prompt_tokens, u64::from(self.total));
+            return Poll::Ready(Some(Ok(Chunk::Usage(usage))));
+        }
+        match self.interval {
+            Some(interval) => {
+                // Token n is due at start + n * interval: a late wake-up does not
+                // push every later token back.
+                let due = self.start + interval * self.produced;
+                if due > Instant::now() {
+                    let sleep = self
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    sleep.as_mut().reset(due);
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            None => {
+                if self.produced > 0 && self.produced.is_multiple_of(YIELD_EVERY) && !self.yielded {
+                    // Yield once, then produce this token on the next poll.
+                    self.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                self.yielded = false;
+            }
+        }
+        let word = self.next_word();
+        self.produced += 1;
+        Poll::Ready(Some(Ok(Chunk::Text(word))))
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn splitmix64(state: u64) -> u64 {
+    let mut z = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::llm::PromptMessage;
+
+    fn request(message: &str, max_tokens: u32, tokens_per_second: f64) -> GenerationRequest {
+        GenerationRequest {
+            messages: vec![PromptMessage {
+                role: PromptRole::User,
+                content: message.into(),
+            }],
+            max_tokens,
+            tokens_per_second,
+        }
+    }
+
+    async fn collect(request: GenerationRequest) -> (Vec<String>, Option<Usage>) {
+        let mut stream = Synthetic.generate(request).await.unwrap();
+        let mut tokens = Vec::new();
+        let mut usage = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk.unwrap() {
+                Chunk::Text(text) => tokens.push(text),
+                Chunk::Usage(u) => usage = Some(u),
+                Chunk::Finish(_) => {}
+            }
+        }
+        (tokens, usage)
+    }
+
+    #[tokio::test]
+    async fn same_message_same_tokens_exact_count_and_usage() {
+        let (a, usage) = collect(request("what is a tide?", 64, 0.0)).await;
+        let (b, _) = collect(request("what is a tide?", 64, 0.0)).await;
+        let (longer, _) = collect(request("what is a tide?", 80, 0.0)).await;
+        let (other, _) = collect(request("something else", 64, 0.0)).await;
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, b);
+        assert_eq!(a[..63], longer[..63]);
+        assert_ne!(a, other);
+        assert_eq!(usage, Some(Usage::new(4, 64)));
+        assert!(a[0].starts_with(char::is_uppercase));
+        assert!(a[63].ends_with('.'));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_tokens_follow_a_fixed_schedule() {
+        let start = Instant::now();
+        let mut stream = Synthetic.generate(request("pace", 5, 10.0)).await.unwrap();
+        let mut arrivals = Vec::new();
+        while let Some(Ok(Chunk::Text(_))) = stream.next().await {
+            arrivals.push(start.elapsed());
+        }
+        let expected: Vec<Duration> = (0..5).map(|n| Duration::from_millis(100 * n)).collect();
+        assert_eq!(arrivals, expected);
+    }
+}

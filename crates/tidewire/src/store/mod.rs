@@ -1,0 +1,163 @@
+//! The store: conversations and their messages, behind the [`Store`] trait so the hub
+//! and the API never know which database holds them. [`SqliteStore`] is the embedded
+//! default.
+
+mod sqlite;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tidewire_protocol::api::{Conversation, Message};
+use tidewire_protocol::{MessageStatus, Usage};
+
+pub use sqlite::SqliteStore;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The conversation does not exist.
+    #[error("conversation {0} not found")]
+    ConversationNotFound(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A batch of writes could not be committed.
+    #[error("store write failed: {0}")]
+    WriteFailed(String),
+    /// The store's writer has stopped (the server is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A new turn: the user's message and the answer about to be written.
+#[derive(Debug, Clone)]
+pub struct NewTurn {
+    /// Continue this conversation, or create one when `None`.
+    pub conversation_id: Option<String>,
+    /// The user's message.
+    pub message: String,
+    /// The run that writes the answer.
+    pub run_id: String,
+}
+
+/// The ids a new turn got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// The conversation (new or continued).
+    pub conversation_id: String,
+    /// The stored user message.
+    pub user_message_id: String,
+    /// The answer, stored as `streaming` with no content yet.
+    pub assistant_message_id: String,
+}
+
+/// The end state of an answer.
+#[derive(Debug, Clone)]
+pub struct FinishedMessage {
+    /// The answer.
+    pub message_id: String,
+    /// Its text, whole or partial.
+    pub content: String,
+    /// How its run ended.
+    pub status: MessageStatus,
+    /// The model that wrote it.
+    pub model: Option<String>,
+    /// Token counts, when known.
+    pub usage: Option<Usage>,
+    /// The error that ended it, as (code, message).
+    pub error: Option<(String, String)>,
+}
+
+/// The partial text of a running answer.
+#[derive(Debug, Clone)]
+pub struct PartialAnswer {
+    /// The answer.
+    pub message_id: String,
+    /// Its text so far.
+    pub content: String,
+}
+
+/// Conversations and messages, durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores the user message and a `streaming` answer in one transaction, creating
+    /// the conversation when none is given.
+    async fn start_turn(&self, turn: NewTurn) -> Result<Turn, StoreError>;
+    /// Writes the partial text of running answers, all in one transaction.
+    async fn flush_partial(&self, answers: Vec<PartialAnswer>) -> Result<(), StoreError>;
+    /// Writes the final text and status of an answer.
+    async fn finish_message(&self, message: FinishedMessage) -> Result<(), StoreError>;
+    /// Marks every answer still `streaming` as `interrupted`, keeping its text; run at
+    /// start-up, when no run can be live. Returns how many were marked.
+    async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
+    /// Whether the conversation exists.
+    async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError>;
+    /// The most recently updated conversations.
+    async fn list_conversations(&self, limit: u32) -> Result<Vec<Conversation>, StoreError>;
+    /// The messages of a conversation, oldest first; `None` if it does not exist.
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<Vec<Message>>, StoreError>;
+    /// Deletes a conversation and its messages; `false` if it did not exist.
+    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError>;
+    /// The answer a run wrote, if any.
+    async fn message_by_run(&self, run_id: &str) -> Result<Option<Message>, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_millis() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// RFC 3339 with milliseconds, for a time stored as Unix milliseconds.
+pub(crate) fn rfc3339(millis: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// A conversation title: the start of its first message, on one line.
+pub(crate) fn title_of(message: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+/// A new time-ordered id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_one_short_line() {
+        assert_eq!(title_of("  hello\n  world "), "hello world");
+        let long = "é".repeat(100);
+        assert_eq!(title_of(&long).chars().count(), 81);
+    }
+
+    #[test]
+    fn times_render_as_rfc3339() {
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}
