@@ -127,6 +127,20 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Malformed JSON is a 400; JSON of the wrong shape is a 422.
 fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    // serde would read a struct from an array too; only an object is a request.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => {
+                    ApiError::unprocessable("invalid_request", "the body must be a JSON object")
+                }
+                Err(error) => ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not valid JSON: {error}"),
+                ),
+            },
+        );
+    }
     serde_json::from_slice(body).map_err(|error| match error.classify() {
         serde_json::error::Category::Data => {
             ApiError::unprocessable("invalid_request", error.to_string())

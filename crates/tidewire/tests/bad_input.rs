@@ -1,0 +1,342 @@
+//! Every client mistake gets a JSON error with the right status, never a 500.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{TestApp, spawn_app, spawn_app_with};
+
+async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    body
+}
+
+async fn post_raw(
+    app: &TestApp,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut request = app.client.post(app.url("/api/chat")).body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = spawn_app().await;
+    expect_error(
+        post_raw(&app, Some("application/json"), "{\"message\": ").await,
+        400,
+        "invalid_json",
+    )
+    .await;
+    expect_error(
+        post_raw(&app, Some("application/json"), "not json").await,
+        400,
+        "invalid_json",
+    )
+    .await;
+    expect_error(
+        post_raw(&app, Some("application/json"), "").await,
+        400,
+        "invalid_json",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_field_types_are_422() {
+    let app = spawn_app().await;
+    for body in [
+        json!({"message": 42}),
+        json!({"message": "x", "stream": "yes"}),
+        json!({"message": "x", "options": {"max_tokens": "many"}}),
+        json!({"message": "x", "options": {"max_tokens": -1}}),
+        json!({"message": "x", "conversation_id": 7}),
+        json!({"no_message": "x"}),
+        json!(["message"]),
+    ] {
+        expect_error(app.chat(body).await, 422, "invalid_request").await;
+    }
+}
+
+#[tokio::test]
+async fn empty_or_whitespace_messages_are_422() {
+    let app = spawn_app().await;
+    for message in ["", "   ", "\n\t "] {
+        expect_error(
+            app.chat(json!({"message": message})).await,
+            422,
+            "empty_message",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_413() {
+    let app = spawn_app_with(|config| config.max_message_bytes = 100).await;
+    let body = expect_error(
+        app.chat(json!({"message": "x".repeat(101)})).await,
+        413,
+        "message_too_long",
+    )
+    .await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("100"));
+    let ok = app.chat(json!({"message": "x".repeat(100), "options": {"max_tokens": 1, "tokens_per_second": 0}})).await;
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let app = spawn_app_with(|config| {
+        config.max_body_bytes = 1024;
+        config.max_message_bytes = 512;
+    })
+    .await;
+    let huge = format!("{{\"message\": \"x\", \"pad\": \"{}\"}}", "y".repeat(4096));
+    expect_error(
+        post_raw(&app, Some("application/json"), huge).await,
+        413,
+        "body_too_large",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_content_type_is_415() {
+    let app = spawn_app().await;
+    let body = "{\"message\": \"hi\"}";
+    expect_error(
+        post_raw(&app, Some("text/plain"), body).await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    expect_error(
+        post_raw(&app, None, body).await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    let ok = post_raw(
+        &app,
+        Some("application/json; charset=utf-8"),
+        "{\"message\": \"hi\", \"options\": {\"max_tokens\": 1}}",
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_options_are_422() {
+    let app = spawn_app().await;
+    expect_error(
+        app.chat(json!({"message": "x", "options": {"max_tokens": 0}}))
+            .await,
+        422,
+        "invalid_max_tokens",
+    )
+    .await;
+    expect_error(
+        app.chat(json!({"message": "x", "options": {"max_tokens": 1_000_000}}))
+            .await,
+        422,
+        "invalid_max_tokens",
+    )
+    .await;
+    expect_error(
+        app.chat(json!({"message": "x", "options": {"tokens_per_second": -5}}))
+            .await,
+        422,
+        "invalid_tokens_per_second",
+    )
+    .await;
+    expect_error(
+        app.chat(json!({"message": "x", "options": {"backend": "gpt-9"}}))
+            .await,
+        422,
+        "unknown_backend",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_runs_and_conversations_are_404() {
+    let app = spawn_app().await;
+    expect_error(
+        app.client
+            .get(app.url("/api/runs/nope"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "run_not_found",
+    )
+    .await;
+    expect_error(app.attach("nope", None).await, 404, "run_not_found").await;
+    expect_error(
+        app.client
+            .post(app.url("/api/runs/nope/cancel"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "run_not_found",
+    )
+    .await;
+    expect_error(
+        app.client
+            .get(app.url("/api/conversations/nope/messages"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "conversation_not_found",
+    )
+    .await;
+    expect_error(
+        app.client
+            .delete(app.url("/api/conversations/nope"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "conversation_not_found",
+    )
+    .await;
+    expect_error(
+        app.chat(json!({"message": "x", "conversation_id": "nope"}))
+            .await,
+        404,
+        "conversation_not_found",
+    )
+    .await;
+    expect_error(
+        app.client
+            .get(app.url("/no/such/route"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.client.get(app.url("/api/chat")).send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    // The refused turn left nothing behind.
+    let (_, list) = app.get_json("/api/conversations").await;
+    assert_eq!(list["conversations"], json!([]));
+}
+
+#[tokio::test]
+async fn a_last_event_id_that_is_not_a_number_is_400() {
+    let app = spawn_app().await;
+    let stream = app
+        .chat_stream(json!({"message": "x", "options": {"max_tokens": 2, "tokens_per_second": 0}}))
+        .await;
+    let url = app.url(&format!("/api/runs/{}/events", stream.run_id()));
+    for bad in ["abc", "-1", "1.5", "0x10"] {
+        let response = app
+            .client
+            .get(&url)
+            .header("Last-Event-ID", bad)
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, 400, "invalid_last_event_id").await;
+    }
+    let response = app
+        .client
+        .get(format!("{url}?last_event_id=ten"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "invalid_last_event_id").await;
+}
+
+#[tokio::test]
+async fn a_last_event_id_beyond_the_end_of_a_finished_run_is_400() {
+    let app = spawn_app().await;
+    let stream = app
+        .chat_stream(json!({"message": "x", "options": {"max_tokens": 2, "tokens_per_second": 0}}))
+        .await;
+    let total = stream.events.len();
+    let at_end = app.attach(&stream.run_id(), Some(total)).await;
+    assert_eq!(
+        at_end.status(),
+        200,
+        "the last id itself is fine: nothing more to send"
+    );
+    let body = expect_error(
+        app.attach(&stream.run_id(), Some(total + 1)).await,
+        400,
+        "last_event_id_out_of_range",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&total.to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_bad_idempotency_key_is_400_and_bad_query_values_too() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/chat"))
+        .header("Idempotency-Key", "k".repeat(300))
+        .json(&json!({"message": "x"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "invalid_idempotency_key").await;
+    let response = app
+        .client
+        .get(app.url("/api/conversations?limit=many"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "invalid_query").await;
+    let response = app
+        .client
+        .get(app.url("/api/conversations?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "invalid_limit").await;
+}
+
+#[tokio::test]
+async fn too_many_concurrent_runs_is_503_with_retry_after() {
+    let app = spawn_app_with(|config| config.max_concurrent_runs = 1).await;
+    let busy = app
+        .chat(json!({"message": "hold", "options": {"max_tokens": 1000, "tokens_per_second": 20}}))
+        .await;
+    assert_eq!(busy.status(), 200);
+    let response = app.chat(json!({"message": "second"})).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    expect_error(response, 503, "too_many_runs").await;
+}

@@ -1,0 +1,257 @@
+//! The test harness: the whole server on a random port with a fresh data directory,
+//! and helpers to read its streams.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tempfile::TempDir;
+use tidewire::Config;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub handle: JoinHandle<Result<(), tidewire::ServeError>>,
+}
+
+/// The server with the default configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The server with a configuration adjusted by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: data_dir.path().to_owned(),
+        ..Config::default()
+    };
+    adjust(&mut config);
+    spawn_on(config, data_dir).await
+}
+
+/// The server on an existing data directory.
+pub async fn spawn_on(mut config: Config, data_dir: TempDir) -> TestApp {
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir.path().to_owned();
+    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(tidewire::run(listener, config, async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        data_dir,
+        shutdown: Some(tx),
+        handle,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `POST /api/chat` with a JSON body.
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/chat"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A whole streamed answer.
+    pub async fn chat_stream(&self, body: Value) -> Stream {
+        let response = self.chat(body).await;
+        assert_eq!(response.status(), 200);
+        read_stream(response).await
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn post_json(&self, path: &str) -> (u16, Value) {
+        let response = self.client.post(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// `GET /api/runs/{id}/events` after `last_event_id`.
+    pub async fn attach(&self, run_id: &str, last_event_id: Option<usize>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(self.url(&format!("/api/runs/{run_id}/events")));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The stored messages of a conversation.
+    pub async fn messages(&self, conversation_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get_json(&format!("/api/conversations/{conversation_id}/messages"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["messages"].as_array().unwrap().clone()
+    }
+
+    /// Polls `check` until it returns `Some`, for at most `limit`.
+    pub async fn eventually<T, F, Fut>(&self, limit: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks the server to shut down and waits for it.
+    pub async fn shutdown(mut self) -> (Result<(), tidewire::ServeError>, TempDir) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .unwrap()
+            .unwrap();
+        (result, self.data_dir)
+    }
+}
+
+/// One decoded event: (id, name, JSON payload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub name: String,
+    pub data: Value,
+}
+
+/// A stream read to its end: raw bytes and decoded events.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub bytes: Vec<u8>,
+    pub events: Vec<Event>,
+    pub retry: Option<u64>,
+}
+
+impl Stream {
+    pub fn run_id(&self) -> String {
+        self.events[0].data["run_id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn conversation_id(&self) -> String {
+        self.events[0].data["conversation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        self.events
+            .iter()
+            .filter(|e| e.name == "token")
+            .map(|e| e.data["token"].as_str().unwrap())
+            .collect()
+    }
+
+    pub fn last(&self) -> &Event {
+        self.events.last().unwrap()
+    }
+
+    /// The bytes from the first `id:` line on: the events, without the prelude.
+    pub fn event_bytes(&self) -> &[u8] {
+        let at = find(&self.bytes, b"id: ").unwrap_or(self.bytes.len());
+        &self.bytes[at..]
+    }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+pub fn decode(bytes: &[u8]) -> (Vec<Event>, Option<u64>) {
+    let mut decoder = tidewire_sse::Decoder::new();
+    decoder.push(bytes);
+    let mut events = Vec::new();
+    while let Some(event) = decoder.next_event() {
+        let event = event.unwrap();
+        events.push(Event {
+            id: event.id.to_owned(),
+            name: event.event.to_owned(),
+            data: serde_json::from_str(event.data).unwrap(),
+        });
+    }
+    (events, decoder.retry_millis())
+}
+
+/// Reads a streaming response to its end (bounded in time).
+pub async fn read_stream(response: reqwest::Response) -> Stream {
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        bytes
+    };
+    let bytes = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("stream ended in time");
+    let (events, retry) = decode(&bytes);
+    Stream {
+        bytes,
+        events,
+        retry,
+    }
+}
+
+/// Reads events from a streaming response until `count` events arrived.
+pub async fn read_events(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    count: usize,
+) -> Vec<Event> {
+    let mut decoder = tidewire_sse::Decoder::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+            .await
+            .expect("event in time");
+        let Some(chunk) = chunk else { break };
+        decoder.push(&chunk.unwrap());
+        while let Some(event) = decoder.next_event() {
+            let event = event.unwrap();
+            events.push(Event {
+                id: event.id.to_owned(),
+                name: event.event.to_owned(),
+                data: serde_json::from_str(event.data).unwrap(),
+            });
+        }
+    }
+    events
+}
