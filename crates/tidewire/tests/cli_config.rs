@@ -1,0 +1,59 @@
+//! `tidewire config`: the layers a user sets, in the order they win.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn effective(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidewire"));
+    command.arg("config").args(args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIDEWIRE_")) {
+        command.env_remove(key);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidewire.toml");
+    std::fs::write(
+        &file,
+        "keepalive = \"3s\"\nretention = \"1m\"\ndrain_timeout = \"9s\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = effective(
+        &["--config", file, "--retention", "2m"],
+        &[
+            ("TIDEWIRE_RETENTION", "5m"),
+            ("TIDEWIRE_DRAIN_TIMEOUT", "7s"),
+        ],
+    );
+    assert!(out.contains("keepalive = \"3s\""), "{out}");
+    assert!(out.contains("drain_timeout = \"7s\""), "{out}");
+    assert!(out.contains("retention = \"2m\""), "{out}");
+    let defaults = effective(&[], &[]);
+    assert!(defaults.contains("addr = \"127.0.0.1:8080\""));
+    assert!(defaults.contains("keepalive = \"15s\""));
+    assert!(defaults.contains("cancel_after_idle = \"off\""));
+}
+
+#[test]
+fn a_bad_value_is_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .args(["config", "--keepalive", "soon"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a duration"), "{stderr}");
+}
