@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands of the `tidewire` binary.
 
+mod chat;
 mod serve;
 mod sse;
 
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Runs the server (SQLite in the data directory, the synthetic backend).
     Serve(serve::ServeArgs),
+    /// Asks a question and streams the answer (interactive without a question).
+    Chat(chat::ChatArgs),
     /// Prints the effective configuration as TOML, after file, environment and flags.
     Config(serve::ServeArgs),
     /// Server-Sent Events tools: decode or encode a byte stream.
@@ -32,6 +35,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(&args),
         Command::Config(args) => serve::print_config(&args),
+        Command::Chat(args) => chat::chat(args),
         Command::Sse(command) => sse::run(command),
     };
     match result {

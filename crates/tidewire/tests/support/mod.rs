@@ -2,6 +2,8 @@
 //! and helpers to read its streams.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
