@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -100,6 +101,12 @@ pub async fn serve(
     let drain_timeout = state.config.drain_timeout;
     let stop_accepting = CancellationToken::new();
     tracing::info!("tidewire listening on http://{}", listener.local_addr()?);
+    // Events are small writes that must leave at once: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let mut server = tokio::spawn(
         axum::serve(listener, app(state))
             .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())

@@ -78,7 +78,7 @@ pub async fn chat(
     }
 
     if request.stream == Some(false) {
-        let mut subscription = run.subscribe(run.len());
+        let subscription = run.subscribe(run.len());
         subscription.finished().await;
         let summary = run.summary();
         return Ok(Json(ChatResponse {

@@ -61,14 +61,7 @@ pub async fn cancel_run(
     let run = find(&state, path).await?;
     if !run.is_finished() {
         run.cancel(CancelReason::Requested);
-        let mut changes = run.watch();
-        let finished = async {
-            while !run.is_finished() {
-                if changes.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
+        let finished = run.finished();
         if tokio::time::timeout(CANCEL_WAIT, finished).await.is_err() {
             tracing::warn!(
                 run_id = run.id(),

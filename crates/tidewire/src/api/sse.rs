@@ -31,9 +31,14 @@ pub fn event_stream(
     subscription: Subscription,
     settings: StreamSettings,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let mut prelude = Vec::with_capacity(40);
+    let mut subscription = subscription;
+    let mut prelude = Vec::with_capacity(512);
     tidewire_sse::encode_comment(&mut prelude, "keepalive");
     tidewire_sse::encode_retry(&mut prelude, settings.retry);
+    // What the run already has goes out with the prelude, in the same write.
+    if let Some(ready) = subscription.ready_batch() {
+        prelude.extend_from_slice(&ready);
+    }
     let state = (subscription, Some(Bytes::from(prelude)));
     futures_util::stream::unfold(state, move |(mut subscription, prelude)| async move {
         if let Some(prelude) = prelude {

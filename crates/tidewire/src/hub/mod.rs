@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::{self, AnswerJob, Ending, EventSink};
 use crate::store::{FinishedMessage, NewTurn, PartialAnswer, Store, StoreError, new_id};
 
-pub use run::{Batch, CancelReason, Entry, Run, RunSummary, Subscription};
+pub use run::{Batch, CancelReason, Run, RunSummary, Subscription};
 
 /// The hub's settings, taken from the configuration.
 #[derive(Debug, Clone)]

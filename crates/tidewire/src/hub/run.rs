@@ -1,17 +1,19 @@
 //! A run: one answer being produced, as an append-only log of events.
 //!
 //! The producer appends; subscribers are cursors into the log. Each event is encoded
-//! once, when appended, in the native wire form, so replaying to any number of
-//! subscribers is copying bytes. A slow subscriber costs its cursor, nothing more.
+//! once, when appended, in the native wire form, straight into one contiguous buffer
+//! with an offset per event, so replaying to any number of subscribers is copying
+//! bytes and a finished run costs little more than its wire bytes. A slow subscriber
+//! costs its cursor, nothing more.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tidewire_protocol::api::RunView;
 use tidewire_protocol::{ChatEvent, ErrorEvent, MessageStatus, Source, Usage};
 use tidewire_sse::Frame;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +49,8 @@ pub struct Run {
     conversation_id: String,
     message_id: String,
     state: Mutex<RunState>,
-    /// How many events the log holds; subscribers wait on it.
-    appended: watch::Sender<usize>,
+    /// Woken on every append; subscribers wait on it when caught up.
+    appended: Notify,
     cancel: CancellationToken,
     cancel_reason: OnceLock<CancelReason>,
     subscribers: AtomicUsize,
@@ -56,7 +58,9 @@ pub struct Run {
 
 #[derive(Debug)]
 struct RunState {
-    entries: Vec<Entry>,
+    log: Log,
+    /// Reused to serialize each payload before it is framed into the log.
+    scratch: Vec<u8>,
     status: MessageStatus,
     /// The answer text so far: every `token` appended.
     content: String,
@@ -72,13 +76,22 @@ struct RunState {
     idle_since: Option<Instant>,
 }
 
-/// One event of the log.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The event.
-    pub event: ChatEvent,
-    /// Its native wire form, `id:` included.
-    pub wire: Bytes,
+/// The encoded events: their wire bytes end to end, and where each one starts.
+#[derive(Debug, Default)]
+struct Log {
+    wire: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl Log {
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Where event `index` starts (the end of the log for `len`).
+    fn start(&self, index: usize) -> usize {
+        self.starts.get(index).copied().unwrap_or(self.wire.len())
+    }
 }
 
 /// What a run produced, for a `stream: false` answer.
@@ -119,7 +132,8 @@ impl Run {
             conversation_id,
             message_id,
             state: Mutex::new(RunState {
-                entries: Vec::new(),
+                log: Log::default(),
+                scratch: Vec::with_capacity(128),
                 status: MessageStatus::Streaming,
                 content: String::new(),
                 flushed_len: 0,
@@ -131,7 +145,7 @@ impl Run {
                 finished_at: None,
                 idle_since: Some(Instant::now()),
             }),
-            appended: watch::channel(0).0,
+            appended: Notify::new(),
             cancel: CancellationToken::new(),
             cancel_reason: OnceLock::new(),
             subscribers: AtomicUsize::new(0),
@@ -169,13 +183,12 @@ impl Run {
     /// Appends an event with the next sequence number and wakes the subscribers.
     /// Nothing is appended after `done`.
     pub fn append(&self, event: ChatEvent) {
-        let len = {
-            let mut state = self.state();
+        {
+            let mut guard = self.state();
+            let state = &mut *guard;
             if state.finished_at.is_some() {
                 return;
             }
-            let seq = state.entries.len() + 1;
-            let wire = encode_native(seq, &event);
             match &event {
                 ChatEvent::Token(token) => state.content.push_str(&token.token),
                 ChatEvent::Sources(sources) => state.sources.clone_from(&sources.sources),
@@ -193,53 +206,71 @@ impl Run {
                 }
                 _ => {}
             }
-            state.entries.push(Entry { event, wire });
-            state.entries.len()
-        };
-        self.appended.send_replace(len);
+            let seq = state.log.len() + 1;
+            state.log.starts.push(state.log.wire.len());
+            encode_native(seq, &event, &mut state.scratch, &mut state.log.wire);
+            if state.finished_at.is_some() {
+                // A finished run is kept for its retention period: keep it small.
+                state.log.wire.shrink_to_fit();
+                state.log.starts.shrink_to_fit();
+                state.scratch = Vec::new();
+            }
+        }
+        self.appended.notify_waiters();
     }
 
     /// The bytes of the events from index `next` on (at most [`MAX_BATCH_BYTES`], but
     /// always at least one event), in one buffer.
     pub fn read_from(&self, next: usize) -> Batch {
         let state = self.state();
-        let entries = state.entries.get(next..).unwrap_or_default();
-        let mut taken = 0;
-        let mut size = 0;
-        for entry in entries {
-            if taken > 0 && size + entry.wire.len() > MAX_BATCH_BYTES {
-                break;
+        let log = &state.log;
+        let len = log.len();
+        let next = next.min(len);
+        let from = log.start(next);
+        // As many whole events as fit the batch limit, but at least one. Event i ends
+        // where event i + 1 starts; the last one ends with the log.
+        let until = if next >= len {
+            len
+        } else {
+            let ends = &log.starts[next + 1..];
+            let mut until = next + ends.partition_point(|&end| end - from <= MAX_BATCH_BYTES);
+            if until == len - 1 && log.wire.len() - from <= MAX_BATCH_BYTES {
+                until = len;
             }
-            size += entry.wire.len();
-            taken += 1;
-        }
-        let bytes = match &entries[..taken] {
-            [] => Bytes::new(),
-            [one] => one.wire.clone(),
-            many => {
-                let mut buf = BytesMut::with_capacity(size);
-                for entry in many {
-                    buf.extend_from_slice(&entry.wire);
-                }
-                buf.freeze()
-            }
+            until.max(next + 1)
         };
-        let next = next + taken;
+        let bytes = Bytes::copy_from_slice(&log.wire[from..log.start(until)]);
         Batch {
             bytes,
-            next,
-            complete: state.finished_at.is_some() && next >= state.entries.len(),
+            next: until,
+            complete: state.finished_at.is_some() && until >= len,
         }
     }
 
-    /// A receiver that changes whenever an event is appended.
-    pub fn watch(&self) -> watch::Receiver<usize> {
-        self.appended.subscribe()
+    /// Returns what `check` finds, waiting for appends until it finds something.
+    /// `check` runs after the waiter is registered, so no append is missed between
+    /// the check and the wait.
+    async fn appended_after<T>(&self, mut check: impl FnMut() -> Option<T>) -> T {
+        loop {
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(value) = check() {
+                return value;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until the run is finished.
+    pub async fn finished(&self) {
+        self.appended_after(|| self.is_finished().then_some(()))
+            .await;
     }
 
     /// How many events the log holds: the id of the last one.
     pub fn len(&self) -> usize {
-        self.state().entries.len()
+        self.state().log.len()
     }
 
     /// Whether the log is empty.
@@ -297,7 +328,7 @@ impl Run {
             conversation_id: self.conversation_id.clone(),
             message_id: self.message_id.clone(),
             status: state.status,
-            last_event_id: state.entries.len() as u64,
+            last_event_id: state.log.len() as u64,
             events_url: self.events_url(),
             content: state.content.clone(),
             subscribers: self.subscribers.load(Ordering::Relaxed),
@@ -339,7 +370,6 @@ impl Run {
         Subscription {
             run: Arc::clone(self),
             next: after,
-            changes: self.watch(),
         }
     }
 }
@@ -349,7 +379,6 @@ impl Run {
 pub struct Subscription {
     run: Arc<Run>,
     next: usize,
-    changes: watch::Receiver<usize>,
 }
 
 impl Subscription {
@@ -362,32 +391,32 @@ impl Subscription {
     /// limit) as one buffer; `None` once the run is finished and everything was read.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next_batch(&mut self) -> Option<Bytes> {
-        loop {
-            // Mark the current length seen before reading, so an append between the
-            // read and the wait still wakes us.
-            self.changes.borrow_and_update();
-            let batch = self.run.read_from(self.next);
-            self.next = batch.next;
+        let run = Arc::clone(&self.run);
+        let next = &mut self.next;
+        run.appended_after(|| {
+            let batch = run.read_from(*next);
+            *next = batch.next;
             if !batch.bytes.is_empty() {
-                return Some(batch.bytes);
+                Some(Some(batch.bytes))
+            } else if batch.complete {
+                Some(None)
+            } else {
+                None
             }
-            if batch.complete {
-                return None;
-            }
-            // The sender lives in the run, which we hold: this cannot fail.
-            if self.changes.changed().await.is_err() {
-                return None;
-            }
-        }
+        })
+        .await
+    }
+
+    /// The events after the cursor that are already there, without waiting.
+    pub fn ready_batch(&mut self) -> Option<Bytes> {
+        let batch = self.run.read_from(self.next);
+        self.next = batch.next;
+        (!batch.bytes.is_empty()).then_some(batch.bytes)
     }
 
     /// Waits until the run is finished.
-    pub async fn finished(&mut self) {
-        while !self.run.is_finished() {
-            if self.changes.changed().await.is_err() {
-                return;
-            }
-        }
+    pub async fn finished(&self) {
+        self.run.finished().await;
     }
 }
 
@@ -400,20 +429,31 @@ impl Drop for Subscription {
     }
 }
 
-/// `id: <seq>`, `event: <name>`, one `data:` line of JSON.
-fn encode_native(seq: usize, event: &ChatEvent) -> Bytes {
-    let mut data = Vec::with_capacity(64);
-    // Serializing the protocol's plain structs into memory cannot fail.
-    let _ = event.write_data(&mut data);
-    let data = String::from_utf8_lossy(&data);
-    let id = seq.to_string();
-    let mut wire = Vec::with_capacity(data.len() + 40);
-    // Ids are digits and names are fixed identifiers: neither can hold CR or LF.
-    let _ = Frame::new(&data)
-        .id(&id)
-        .event(event.name())
-        .encode(&mut wire);
-    Bytes::from(wire)
+/// Appends `id: <seq>`, `event: <name>` and one `data:` line of JSON to `wire`.
+fn encode_native(seq: usize, event: &ChatEvent, scratch: &mut Vec<u8>, wire: &mut Vec<u8>) {
+    scratch.clear();
+    // Serializing the protocol's plain structs into memory cannot fail, and JSON
+    // escapes every line break, so the data is one line.
+    let _ = event.write_data(scratch);
+    let data = String::from_utf8_lossy(scratch);
+    let mut digits = [0u8; 20];
+    let id = format_decimal(seq, &mut digits);
+    // Ids are digits and names fixed identifiers: neither can hold CR or LF.
+    let _ = Frame::new(&data).id(id).event(event.name()).encode(wire);
+}
+
+/// `n` in decimal, written into `buf`, without allocating.
+fn format_decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 #[cfg(test)]
@@ -472,6 +512,44 @@ mod tests {
                 .unwrap()
                 .ends_with("id: 7\nevent: done\ndata: {\"status\":\"complete\"}\n\n")
         );
+    }
+
+    #[test]
+    fn a_long_backlog_goes_out_in_batches_of_whole_events_under_the_limit() {
+        let run = run();
+        let token = "x".repeat(1000);
+        for _ in 0..1000 {
+            run.append(ChatEvent::token(token.clone()));
+        }
+        run.append(ChatEvent::done(MessageStatus::Complete));
+        let whole = {
+            let mut all = Vec::new();
+            let mut next = 0;
+            loop {
+                let batch = run.read_from(next);
+                assert!(batch.bytes.len() <= MAX_BATCH_BYTES);
+                assert!(batch.next > next, "every batch makes progress");
+                assert!(
+                    batch
+                        .bytes
+                        .starts_with(format!("id: {}\n", next + 1).as_bytes())
+                );
+                all.extend_from_slice(&batch.bytes);
+                next = batch.next;
+                if batch.complete {
+                    break;
+                }
+            }
+            all
+        };
+        assert!(whole.len() > 3 * MAX_BATCH_BYTES);
+        assert!(whole.ends_with(b"id: 1001\nevent: done\ndata: {\"status\":\"complete\"}\n\n"));
+        // One event larger than the limit still goes out, whole.
+        let big = Arc::new(Run::new("b".into(), "c".into(), "m".into()));
+        big.append(ChatEvent::token("y".repeat(MAX_BATCH_BYTES + 10)));
+        let batch = big.read_from(0);
+        assert_eq!(batch.next, 1);
+        assert!(batch.bytes.len() > MAX_BATCH_BYTES);
     }
 
     #[test]

@@ -1,0 +1,384 @@
+//! The single writer of the SQLite store.
+//!
+//! SQLite allows one writer at a time, and every statement through sqlx is a round
+//! trip to the connection's thread. So one task takes whatever writes have queued up
+//! and commits them in one transaction (group commit), and a run of new turns,
+//! flushes and finishes goes out as a few multi-row statements, whatever its length.
+//! A database error rolls the batch back and each write is then retried alone, so
+//! one bad write neither half-applies nor fails the others.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{
+    FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis, title_of,
+};
+
+/// Most writes committed in one transaction (a turn binds 16 values: far under
+/// SQLite's 32,766).
+const MAX_BATCH: usize = 512;
+
+/// How often the write-ahead log is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A write.
+#[derive(Debug)]
+pub(super) enum Op {
+    StartTurn(NewTurn),
+    Flush(Vec<PartialAnswer>),
+    Finish(FinishedMessage),
+    InterruptStreaming,
+    DeleteConversation(String),
+}
+
+/// What a write returns.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Turn(Turn),
+    Rows(u64),
+}
+
+/// A write and where its outcome goes.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) op: Op,
+    pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// Starts the writer on `conn` (which must not checkpoint on its own) and the
+/// checkpointer on `reads`; returns where to send writes.
+pub(super) fn spawn(conn: SqliteConnection, reads: SqlitePool) -> mpsc::Sender<Job> {
+    let (writes, jobs) = mpsc::channel(4 * MAX_BATCH);
+    tokio::spawn(write_loop(conn, jobs));
+    tokio::spawn(checkpoint_loop(reads));
+    writes
+}
+
+async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops: Vec<&Op> = batch.iter().map(|job| &job.op).collect();
+        let outcomes = commit_batch(&mut conn, &ops).await;
+        for (job, outcome) in batch.drain(..).zip(outcomes) {
+            // The caller may have gone away; the write is committed all the same.
+            let _ = job.reply.send(outcome);
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// The writer never checkpoints: a checkpoint syncs the database file and would
+/// stall every write queued behind it. This copies the log into the database beside
+/// it; PASSIVE never waits for the writer, and what it cannot copy now it copies next
+/// time.
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%error, "WAL checkpoint failed");
+        }
+    }
+}
+
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    ops: &[&Op],
+) -> Vec<Result<Outcome, StoreError>> {
+    match commit(conn, ops).await {
+        Ok(outcomes) => outcomes,
+        Err(error) if ops.len() > 1 => {
+            tracing::warn!(%error, writes = ops.len(), "store batch failed; applying its writes one by one");
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for op in ops {
+                outcomes.push(match commit(conn, std::slice::from_ref(op)).await {
+                    Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
+                    Err(error) => Err(error.into()),
+                });
+            }
+            outcomes
+        }
+        Err(error) => vec![Err(error.into())],
+    }
+}
+
+/// Applies `ops` in one transaction; a database error rolls all of them back.
+async fn commit(
+    conn: &mut SqliteConnection,
+    ops: &[&Op],
+) -> Result<Vec<Result<Outcome, StoreError>>, sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    match apply_all(conn, ops).await {
+        Ok(outcomes) => {
+            if let Err(error) = sqlx::query("COMMIT").execute(&mut *conn).await {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(error);
+            }
+            Ok(outcomes)
+        }
+        Err(error) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(error)
+        }
+    }
+}
+
+/// Applies `ops` in order: each run of turns, flushes and finishes together, the
+/// other writes one at a time between them.
+async fn apply_all(
+    conn: &mut SqliteConnection,
+    ops: &[&Op],
+) -> Result<Vec<Result<Outcome, StoreError>>, sqlx::Error> {
+    let mut outcomes: Vec<Option<Result<Outcome, StoreError>>> = ops.iter().map(|_| None).collect();
+    let mut run = Vec::new();
+    for (index, op) in ops.iter().enumerate() {
+        match op {
+            Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => run.push(index),
+            Op::InterruptStreaming | Op::DeleteConversation(_) => {
+                apply_run(conn, ops, &run, &mut outcomes).await?;
+                run.clear();
+                outcomes[index] = Some(Ok(apply_alone(conn, op).await?));
+            }
+        }
+    }
+    apply_run(conn, ops, &run, &mut outcomes).await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Err(StoreError::Closed)))
+        .collect())
+}
+
+/// Turns, then flushes, then finishes. Within a run their order does not matter: a
+/// finish follows its turn in an earlier batch, and a flush never overwrites a
+/// finished answer.
+async fn apply_run(
+    conn: &mut SqliteConnection,
+    ops: &[&Op],
+    run: &[usize],
+    outcomes: &mut [Option<Result<Outcome, StoreError>>],
+) -> Result<(), sqlx::Error> {
+    let now = now_millis();
+    let mut turns = Vec::new();
+    let mut answers = Vec::new();
+    let mut finishes = Vec::new();
+    for &index in run {
+        match ops[index] {
+            Op::StartTurn(turn) => turns.push((index, turn)),
+            Op::Flush(partial) => answers.extend(partial),
+            Op::Finish(message) => finishes.push(message),
+            Op::InterruptStreaming | Op::DeleteConversation(_) => {}
+        }
+    }
+    start_turns(conn, &turns, now, outcomes).await?;
+    let flushed = flush(conn, &answers, now).await?;
+    let finished = finish(conn, &finishes, now).await?;
+    for &index in run {
+        match ops[index] {
+            Op::Flush(_) => outcomes[index] = Some(Ok(Outcome::Rows(flushed))),
+            Op::Finish(_) => outcomes[index] = Some(Ok(Outcome::Rows(finished))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn start_turns(
+    conn: &mut SqliteConnection,
+    turns: &[(usize, &NewTurn)],
+    now: i64,
+    outcomes: &mut [Option<Result<Outcome, StoreError>>],
+) -> Result<(), sqlx::Error> {
+    if turns.is_empty() {
+        return Ok(());
+    }
+    let named: HashSet<&str> = turns
+        .iter()
+        .filter_map(|(_, turn)| turn.conversation_id.as_deref())
+        .collect();
+    let found: HashSet<String> = if named.is_empty() {
+        HashSet::new()
+    } else {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM conversations WHERE id IN (");
+        let mut ids = query.separated(", ");
+        for id in &named {
+            ids.push_bind(*id);
+        }
+        query.push(")");
+        let rows = query.build().fetch_all(&mut *conn).await?;
+        rows.iter()
+            .filter_map(|row| row.try_get::<String, _>(0).ok())
+            .collect()
+    };
+
+    let mut new_conversations = Vec::new();
+    let mut messages = Vec::new();
+    for &(index, turn) in turns {
+        let conversation_id = match &turn.conversation_id {
+            Some(id) if found.contains(id) => id.clone(),
+            Some(id) => {
+                outcomes[index] = Some(Err(StoreError::ConversationNotFound(id.clone())));
+                continue;
+            }
+            None => {
+                let id = new_id();
+                new_conversations.push((id.clone(), title_of(&turn.message)));
+                id
+            }
+        };
+        let created = Turn {
+            conversation_id,
+            user_message_id: new_id(),
+            assistant_message_id: new_id(),
+        };
+        messages.push((created.clone(), turn));
+        outcomes[index] = Some(Ok(Outcome::Turn(created)));
+    }
+
+    if !found.is_empty() {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE conversations SET updated_at = ");
+        query.push_bind(now).push(" WHERE id IN (");
+        let mut ids = query.separated(", ");
+        for id in &found {
+            ids.push_bind(id.as_str());
+        }
+        query.push(")");
+        query.build().execute(&mut *conn).await?;
+    }
+    if !new_conversations.is_empty() {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO conversations (id, title, created_at, updated_at) ",
+        );
+        query.push_values(&new_conversations, |mut row, (id, title)| {
+            row.push_bind(id)
+                .push_bind(title)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        query.build().execute(&mut *conn).await?;
+    }
+    if !messages.is_empty() {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (id, conversation_id, role, content, status, run_id, created_at, updated_at) ",
+        );
+        // The user message first, then the answer: messages are ordered by rowid.
+        let rows = messages.iter().flat_map(|(ids, turn)| {
+            [
+                (
+                    &ids.user_message_id,
+                    &ids.conversation_id,
+                    "user",
+                    turn.message.as_str(),
+                    "complete",
+                    None,
+                ),
+                (
+                    &ids.assistant_message_id,
+                    &ids.conversation_id,
+                    "assistant",
+                    "",
+                    "streaming",
+                    Some(turn.run_id.as_str()),
+                ),
+            ]
+        });
+        query.push_values(
+            rows,
+            |mut row, (id, conversation_id, role, content, status, run_id)| {
+                row.push_bind(id)
+                    .push_bind(conversation_id)
+                    .push_bind(role)
+                    .push_bind(content)
+                    .push_bind(status)
+                    .push_bind(run_id)
+                    .push_bind(now)
+                    .push_bind(now);
+            },
+        );
+        query.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The text of running answers; a finished answer is never overwritten.
+async fn flush(
+    conn: &mut SqliteConnection,
+    answers: &[&PartialAnswer],
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    if answers.is_empty() {
+        return Ok(0);
+    }
+    let mut query =
+        QueryBuilder::<Sqlite>::new("UPDATE messages SET content = v.column2, updated_at = ");
+    query.push_bind(now).push(" FROM (");
+    query.push_values(answers, |mut row, answer| {
+        row.push_bind(&answer.message_id).push_bind(&answer.content);
+    });
+    query.push(") AS v WHERE messages.id = v.column1 AND messages.status = 'streaming'");
+    Ok(query.build().execute(&mut *conn).await?.rows_affected())
+}
+
+/// The final text and state of answers.
+async fn finish(
+    conn: &mut SqliteConnection,
+    messages: &[&FinishedMessage],
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "UPDATE messages SET content = v.column2, status = v.column3, model = v.column4, \
+         prompt_tokens = v.column5, completion_tokens = v.column6, error_code = v.column7, \
+         error_message = v.column8, updated_at = ",
+    );
+    query.push_bind(now).push(" FROM (");
+    query.push_values(messages, |mut row, message| {
+        let (code, text) = message.error.clone().unzip();
+        row.push_bind(&message.message_id)
+            .push_bind(&message.content)
+            .push_bind(message.status.as_str())
+            .push_bind(&message.model)
+            .push_bind(message.usage.map(|u| to_i64(u.prompt_tokens)))
+            .push_bind(message.usage.map(|u| to_i64(u.completion_tokens)))
+            .push_bind(code)
+            .push_bind(text);
+    });
+    query.push(") AS v WHERE messages.id = v.column1");
+    Ok(query.build().execute(&mut *conn).await?.rows_affected())
+}
+
+async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sqlx::Error> {
+    let now = now_millis();
+    let rows = match op {
+        Op::InterruptStreaming => sqlx::query(
+            "UPDATE messages SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'",
+        )
+        .bind(now)
+        .execute(&mut *conn)
+        .await?,
+        Op::DeleteConversation(id) => {
+            sqlx::query("DELETE FROM conversations WHERE id = ?")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+        }
+        Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => return Ok(Outcome::Rows(0)),
+    };
+    Ok(Outcome::Rows(rows.rows_affected()))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
