@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands of the `tidewire` binary.
 
+mod bench;
 mod chat;
 mod serve;
 mod sse;
@@ -22,6 +23,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Asks a question and streams the answer (interactive without a question).
     Chat(chat::ChatArgs),
+    /// Load generator: streams against any SSE URL, with the server's CPU and memory.
+    Bench(bench::BenchArgs),
     /// Prints the effective configuration as TOML, after file, environment and flags.
     Config(serve::ServeArgs),
     /// Server-Sent Events tools: decode or encode a byte stream.
@@ -36,6 +39,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(&args),
         Command::Config(args) => serve::print_config(&args),
         Command::Chat(args) => chat::chat(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Sse(command) => sse::run(command),
     };
     match result {

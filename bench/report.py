@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md from the JSON lines `tidewire bench --json` printed and from
+criterion's estimates of the decoder benchmark. Used by bench/run.sh.
+
+    report.py --check-paced FILE      exit 0 if that paced run met the bar
+    report.py --results DIR --out BENCHMARKS.md
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+PACED_BAR_MS = 100.0
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def paced_ok(result):
+    if not result or result.get("errors", 1) != 0:
+        return False
+    p99 = (result.get("lateness") or {}).get("p99_ms")
+    return p99 is not None and p99 < PACED_BAR_MS
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def ratio(ours, theirs, higher_is_better=True):
+    if not ours or not theirs:
+        return "–"
+    r = ours / theirs if higher_is_better else theirs / ours
+    return f"**{r:,.1f}×**"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_gib = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory": f"{mem_gib:.0f} GiB" if mem_gib else "unknown",
+        "kernel": platform.release(),
+        "commit": commit or "unknown",
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def codec_rows(target):
+    """Events per second of each decoder in each group, from criterion's estimates."""
+    groups = [
+        ("llm-tokens_1KiB-chunks", "(a) LLM tokens, 1 KiB chunks"),
+        ("llm-tokens_16KiB-chunks", "(a) LLM tokens, 16 KiB chunks"),
+        ("large-events_64KiB-chunks", "(b) 64 KiB events, 64 KiB chunks"),
+    ]
+    decoders = ["tidewire-sse", "tidewire-sse-borrowed", "tidewire-sse-stream", "sseer", "eventsource-stream"]
+    rows = []
+    for directory, title in groups:
+        rates = {}
+        for decoder in decoders:
+            base = os.path.join(target, directory, decoder, "new")
+            estimates = load(os.path.join(base, "estimates.json"))
+            info = load(os.path.join(base, "benchmark.json"))
+            if not estimates or not info:
+                continue
+            elements = (info.get("throughput") or {}).get("Elements")
+            nanos = estimates["mean"]["point_estimate"]
+            if elements and nanos:
+                rates[decoder] = elements / (nanos / 1e9)
+        if rates:
+            rows.append((title, rates))
+    return rows
+
+
+def write_report(results, out, quick):
+    m = machine()
+    r = lambda name, server: load(os.path.join(results, f"{name}.{server}.json"))
+    lines = []
+    add = lines.append
+    add("# Benchmarks")
+    add("")
+    add("Every figure below was printed by one run of `bash bench/run.sh` on the machine")
+    add("described here, tidewire and the peer measured in the same run. Rerun the script")
+    add("to reproduce them; this machine is noisy, so compare ratios, not absolute values.")
+    if quick == "1":
+        add("")
+        add("> **QUICK run** (`QUICK=1`): small loads, a smoke test of the script. Not the reference table.")
+    add("")
+    add(f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}")
+    add(f"- Date: {m['date']}, commit `{m['commit']}`")
+    add("- tidewire: `tidewire serve` (release build), SQLite in a fresh temporary directory,")
+    add("  the synthetic backend; every turn is stored. A fresh server for each workload.")
+    add("- Peer: `bench/peers/app.py`, FastAPI + sse-starlette on uvicorn (uvloop, httptools),")
+    add("  2 worker processes (1 for the fan-out, whose runs live in one process's memory),")
+    add("  streaming the same events with the same design (a run task writing an in-memory")
+    add("  log that every stream follows). It stores nothing.")
+    add("- Load: `tidewire bench` (decodes with tidewire-sse) on the same machine, to 127.0.0.1.")
+    add("  Server CPU and memory are read from `/proc` (`--server-pid`, children included).")
+    add("")
+
+    # Burst.
+    tb, pb = r("burst", "tidewire"), r("burst", "peer")
+    add("## Burst: streams as fast as possible")
+    add("")
+    if tb:
+        add(f"`tidewire bench burst -c {tb['concurrency']} -n {tb['requests']} --tokens 100`: "
+            f"{tb['concurrency']} concurrent streams, {tb['requests']} requests, 104 events each.")
+    add("")
+    add("| | tidewire | peer | tidewire vs peer |")
+    add("|---|---:|---:|---:|")
+    def row(label, key, fn, better=True, digits=1):
+        a = fn(tb) if tb else None
+        b = fn(pb) if pb else None
+        add(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(a, b, better) if key else ''} |")
+    row("events/s", True, lambda x: x.get("events_per_s"), True, 0)
+    row("requests/s", True, lambda x: x.get("requests_per_s"), True, 0)
+    row("server CPU µs per event", True, lambda x: (x.get("server") or {}).get("cpu_us_per_event"), False, 2)
+    row("time to first event p50 (ms)", False, lambda x: x["time_to_first_event"]["p50_ms"], digits=2)
+    row("time to first event p99 (ms)", False, lambda x: x["time_to_first_event"]["p99_ms"], digits=2)
+    row("time to last event p50 (ms)", False, lambda x: x["time_to_last_event"]["p50_ms"], digits=2)
+    row("time to last event p99 (ms)", False, lambda x: x["time_to_last_event"]["p99_ms"], digits=2)
+    row("errors", False, lambda x: x.get("errors"), digits=0)
+    add("")
+
+    # Paced.
+    add("## Paced: concurrent streams of 500 tokens at 20 tokens/s")
+    add("")
+    add("Lateness of each token against its schedule (first token + k / 20 s), over every")
+    add("token of every stream. The bar: p99 under 100 ms with no error.")
+    add("")
+    add("| concurrent streams | tidewire p50 / p99 / max (ms) | errors | peer p50 / p99 / max (ms) | errors |")
+    add("|---:|---|---:|---|---:|")
+    best = {"tidewire": None, "peer": None}
+    cs = sorted({int(re.match(r"paced-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"paced-\d+\.", f) and f.endswith(".json")})
+    for c in cs:
+        cells = []
+        for server in ("tidewire", "peer"):
+            x = r(f"paced-{c}", server)
+            if x:
+                late = x.get("lateness") or {}
+                cells.append(f"{fmt(late.get('p50_ms'), 2)} / {fmt(late.get('p99_ms'), 2)} / {fmt(late.get('max_ms'), 2)}")
+                cells.append(fmt(x.get("errors"), 0))
+                if paced_ok(x):
+                    best[server] = c
+            else:
+                cells += ["not run (a smaller load missed the bar)", "–"]
+        add(f"| {c:,} | " + " | ".join(cells) + " |")
+    add("")
+    add(f"Largest concurrency meeting the bar: tidewire **{fmt(best['tidewire'], 0)}**, peer **{fmt(best['peer'], 0)}**.")
+    add("")
+
+    # Idle.
+    ti, pi = r("idle", "tidewire"), r("idle", "peer")
+    add("## Idle: open streams held")
+    add("")
+    if ti:
+        add(f"`tidewire bench idle -c {ti['concurrency']} --hold {ti['hold_s']}`: each stream is a run that sent its first")
+        add("token and waits for the next; memory per stream is the server's resident memory")
+        add("with every stream open, minus before, divided by the streams.")
+    add("")
+    add("| | tidewire | peer | tidewire vs peer |")
+    add("|---|---:|---:|---:|")
+    for label, fn, better in [
+        ("streams opened", lambda x: x.get("opened"), True),
+        ("still open after the hold", lambda x: x.get("still_open"), True),
+        ("server memory per stream (bytes)", lambda x: x.get("server_bytes_per_stream"), False),
+    ]:
+        a, b = (fn(ti) if ti else None), (fn(pi) if pi else None)
+        add(f"| {label} | {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b, better) if 'memory' in label else ''} |")
+    add("")
+
+    # Fan-out.
+    add("## Fan-out: one run, many subscribers")
+    add("")
+    add("One run of 400 tokens at 20 tokens/s; N clients attach to its events URL. Lateness")
+    add("counts only the events produced after a subscriber attached (earlier ones are replay).")
+    add("")
+    add("| subscribers | tidewire events/s | lateness p50 / p99 (ms) | errors | peer events/s | lateness p50 / p99 (ms) | errors |")
+    add("|---:|---:|---|---:|---:|---|---:|")
+    ns = sorted({int(re.match(r"fanout-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"fanout-\d+\.", f) and f.endswith(".json")})
+    for n in ns:
+        cells = []
+        for server in ("tidewire", "peer"):
+            x = r(f"fanout-{n}", server)
+            if x:
+                late = x.get("lateness") or {}
+                cells += [fmt(x.get("events_per_s"), 0), f"{fmt(late.get('p50_ms'), 2)} / {fmt(late.get('p99_ms'), 2)}", fmt(x.get("errors"), 0)]
+            else:
+                cells += ["–", "–", "–"]
+        add(f"| {n:,} | " + " | ".join(cells) + " |")
+    add("")
+
+    # Overhead.
+    to, po = r("overhead", "tidewire"), r("overhead", "peer")
+    add("## Gateway overhead: time to first token")
+    add("")
+    add("Sequential requests (`tidewire bench overhead`), one token each: time from sending")
+    add("the request to the first `token` event, minus the same synthetic generation started")
+    add("inside the load generator's process (which is the bare cost of the generation).")
+    add("Through tidewire this includes HTTP, validation, storing the turn in SQLite and")
+    add("starting the run.")
+    add("")
+    add("| | p50 (ms) | p99 (ms) |")
+    add("|---|---:|---:|")
+    if to:
+        add(f"| tidewire: first token over HTTP | {fmt(to['through_server']['p50_ms'], 3)} | {fmt(to['through_server']['p99_ms'], 3)} |")
+        add(f"| the generation in process | {fmt(to['in_process']['p50_ms'], 3)} | {fmt(to['in_process']['p99_ms'], 3)} |")
+        add(f"| **tidewire overhead** | **{fmt(to['overhead_p50_ms'], 3)}** | **{fmt(to['overhead_p99_ms'], 3)}** |")
+    if po:
+        add(f"| peer: first token over HTTP | {fmt(po['through_server']['p50_ms'], 3)} | {fmt(po['through_server']['p99_ms'], 3)} |")
+    add("")
+
+    # Codec.
+    rows = codec_rows(os.path.join(os.path.dirname(os.path.abspath(results)), "..", "target", "criterion"))
+    add("## The decoder: tidewire-sse beside sseer and eventsource-stream")
+    add("")
+    add("`cargo bench -p tidewire-sse --features stream`, events decoded per second (mean of")
+    add("criterion's samples). `tidewire-sse` is the sans-I/O decoder yielding owned events,")
+    add("the same output the peers produce; `borrowed` yields events borrowed from the decoder")
+    add("(no allocation); `stream` is the async `Stream` adapter, the peers' own API shape.")
+    add("")
+    add("| input | tidewire-sse | borrowed | stream | sseer | eventsource-stream | vs eventsource-stream | vs sseer |")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for title, rates in rows:
+        t = rates.get("tidewire-sse")
+        add(f"| {title} | {fmt(t, 0)} | {fmt(rates.get('tidewire-sse-borrowed'), 0)} | {fmt(rates.get('tidewire-sse-stream'), 0)} | "
+            f"{fmt(rates.get('sseer'), 0)} | {fmt(rates.get('eventsource-stream'), 0)} | "
+            f"{ratio(t, rates.get('eventsource-stream'))} | {ratio(t, rates.get('sseer'))} |")
+    add("")
+
+    # The load generator.
+    add("## Is the load generator the bottleneck?")
+    add("")
+    add("Its own CPU time, read from `/proc/self/stat`, as a share of one core over each")
+    add("workload's wall time (the machine has two):")
+    add("")
+    add("| workload | tidewire run | peer run |")
+    add("|---|---:|---:|")
+    names = ["burst", "overhead"] + [f"paced-{c}" for c in cs] + ["idle"] + [f"fanout-{n}" for n in ns]
+    for name in names:
+        cells = []
+        for server in ("tidewire", "peer"):
+            x = r(name, server)
+            share = ((x or {}).get("loadgen") or {}).get("cpu_share_of_one_core")
+            cells.append(f"{share * 100:.0f} %" if share is not None else "–")
+        add(f"| {name} | " + " | ".join(cells) + " |")
+    add("")
+    add("The load generator decodes with tidewire-sse and keeps latencies in HDR histograms;")
+    add("where its share stays well under one core, the server, not the client, sets the pace.")
+    add("")
+    add("## Commands")
+    add("")
+    add("```sh")
+    add("bash bench/run.sh   # builds, installs the peer in bench/.venv, runs all, writes this file")
+    add("```")
+    add("")
+    add("Each workload is `target/release/tidewire bench WORKLOAD --url URL --server-pid PID --json ...`")
+    add("with the parameters shown in `bench/run.sh`; raw results land in `bench/results/`.")
+    add("")
+    with open(out, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check-paced")
+    parser.add_argument("--results")
+    parser.add_argument("--out")
+    parser.add_argument("--quick", default="0")
+    args = parser.parse_args()
+    if args.check_paced:
+        sys.exit(0 if paced_ok(load(args.check_paced)) else 1)
+    write_report(args.results, args.out, args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds tidewire in release mode, installs the peer (FastAPI + sse-starlette) in a
+# local venv, runs every workload against both in the same run, and writes
+# BENCHMARKS.md from what it measured. All traffic goes to 127.0.0.1; every load is
+# bounded in count and time; every process started here is stopped on exit.
+#
+#   bash bench/run.sh            # everything (about 15 minutes on 2 cores)
+#   QUICK=1 bash bench/run.sh    # smaller loads, for a smoke run (not for the table)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+RESULTS=${RESULTS:-$ROOT/bench/results}
+TW_PORT=${TW_PORT:-18080}
+PEER_PORT=${PEER_PORT:-18081}
+QUICK=${QUICK:-0}
+mkdir -p "$RESULTS"
+rm -f "$RESULTS"/*.json
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+log() { echo "== $*" >&2; }
+
+# The load generator and the servers each need one descriptor per stream.
+HARD=$(ulimit -Hn)
+if [ "$HARD" = "unlimited" ] || [ "$HARD" -gt 65536 ]; then HARD=65536; fi
+ulimit -n "$HARD"
+log "open files limit: $(ulimit -n)"
+
+log "building tidewire (release)"
+cargo build --release --quiet -p tidewire
+TW="$ROOT/target/release/tidewire"
+
+log "installing the peer into bench/.venv"
+if [ ! -x bench/.venv/bin/uvicorn ]; then
+    python3 -m venv bench/.venv
+    bench/.venv/bin/pip install --quiet --disable-pip-version-check -r bench/peers/requirements.txt
+fi
+
+wait_healthy() {
+    local url=$1
+    for _ in $(seq 1 100); do
+        if curl -sf "$url/healthz" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "server at $url did not start" >&2
+    return 1
+}
+
+SERVER_PID=
+start_tidewire() {
+    local data
+    data=$(mktemp -d)
+    "$TW" serve --addr "127.0.0.1:$TW_PORT" --data-dir "$data" --log warn \
+        --max-concurrent-runs 100000 >"$RESULTS/tidewire.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_healthy "http://127.0.0.1:$TW_PORT"
+}
+
+start_peer() {
+    local workers=$1
+    bench/.venv/bin/uvicorn --app-dir bench/peers app:app --host 127.0.0.1 --port "$PEER_PORT" \
+        --workers "$workers" --log-level warning --no-access-log --timeout-keep-alive 30 \
+        >"$RESULTS/peer.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_healthy "http://127.0.0.1:$PEER_PORT"
+}
+
+stop_server() {
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# bench NAME SERVER(tidewire|peer) WORKLOAD ARGS...: a fresh server per workload, so
+# one workload's leftovers never weigh on the next.
+bench() {
+    local name=$1 server=$2 workload=$3
+    shift 3
+    local url
+    if [ "$server" = tidewire ]; then
+        start_tidewire
+        url="http://127.0.0.1:$TW_PORT/api/chat"
+    else
+        # The fan-out needs every stream in one process (runs live in its memory).
+        if [ "$workload" = fanout ]; then start_peer 1; else start_peer 2; fi
+        url="http://127.0.0.1:$PEER_PORT/api/chat"
+    fi
+    log "$name: $server $workload $*"
+    "$TW" bench "$workload" --url "$url" --server-pid "$SERVER_PID" --json "$@" \
+        2>"$RESULTS/$name.$server.stderr" | tail -n 1 >"$RESULTS/$name.$server.json" || true
+    stop_server
+}
+
+if [ "$QUICK" = 1 ]; then
+    BURST=(-c 50 -n 500 --tokens 100)
+    PACED_C=(200 500)
+    PACED=(--tokens 100 --rate 20)
+    IDLE=(-c 500 --hold 3)
+    FANOUT_N=(100 500)
+    FANOUT=(--tokens 100 --rate 20)
+    OVERHEAD=(-n 300 --tokens 1)
+else
+    BURST=(-c 100 -n 5000 --tokens 100 --max-time 180)
+    PACED_C=(1000 2500 5000 10000)
+    PACED=(--tokens 500 --rate 20 --max-time 180)
+    IDLE=(-c 10000 --hold 10 --max-time 180)
+    FANOUT_N=(1000 10000)
+    FANOUT=(--tokens 400 --rate 20 --max-time 180)
+    OVERHEAD=(-n 3000 --tokens 1)
+fi
+
+for server in tidewire peer; do
+    bench burst "$server" burst "${BURST[@]}"
+    bench overhead "$server" overhead "${OVERHEAD[@]}"
+    for c in "${PACED_C[@]}"; do
+        bench "paced-$c" "$server" paced -c "$c" "${PACED[@]}"
+        # Stop the sweep at the first concurrency that misses the bar.
+        if ! python3 bench/report.py --check-paced "$RESULTS/paced-$c.$server.json"; then break; fi
+    done
+    bench idle "$server" idle "${IDLE[@]}"
+    for n in "${FANOUT_N[@]}"; do
+        bench "fanout-$n" "$server" fanout --subscribers "$n" "${FANOUT[@]}"
+    done
+done
+
+log "decoder benchmark (cargo bench -p tidewire-sse)"
+if [ "$QUICK" = 1 ]; then
+    cargo bench -p tidewire-sse --features stream --bench decode --quiet -- --warm-up-time 1 --measurement-time 2 >"$RESULTS/codec.txt" 2>&1
+else
+    cargo bench -p tidewire-sse --features stream --bench decode --quiet >"$RESULTS/codec.txt" 2>&1
+fi
+
+log "writing BENCHMARKS.md"
+python3 bench/report.py --results "$RESULTS" --out BENCHMARKS.md --quick "$QUICK"
+log "done: BENCHMARKS.md"

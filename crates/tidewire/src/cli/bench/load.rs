@@ -1,0 +1,140 @@
+//! One benchmark stream: send the request, decode the SSE body with tidewire-sse,
+//! and time every event as it is dispatched.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use reqwest::Method;
+use tokio::time::Instant;
+
+/// What each stream sends.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    /// The SSE URL.
+    pub url: String,
+    /// `GET` or `POST`.
+    pub method: Method,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body; `{i}` is replaced by the client index.
+    pub body: Option<String>,
+    /// The event name of answer tokens.
+    pub token_event: String,
+    /// The event name that ends a stream successfully.
+    pub done_event: String,
+}
+
+impl RequestSpec {
+    /// The request of stream `index`.
+    pub fn build(&self, client: &reqwest::Client, index: usize) -> reqwest::RequestBuilder {
+        let mut request = client
+            .request(self.method.clone(), &self.url)
+            .header("accept", "text/event-stream");
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &self.body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.replace("{i}", &index.to_string()));
+        }
+        request
+    }
+}
+
+/// When each event of one stream arrived, relative to the request.
+#[derive(Debug, Default)]
+pub struct StreamTimes {
+    /// Time to the first event.
+    pub first_event: Option<Duration>,
+    /// Time to the last event.
+    pub last_event: Option<Duration>,
+    /// Arrival time of each token event.
+    pub tokens: Vec<Duration>,
+    /// All events received.
+    pub events: u64,
+    /// The `run` event's `run_id` and `events_url`, when present.
+    pub run: Option<(String, String)>,
+}
+
+/// Why a stream failed.
+pub type StreamError = String;
+
+/// Runs one stream to its end; `on_event` sees the times after each event.
+pub async fn run_stream(
+    request: reqwest::RequestBuilder,
+    spec: &RequestSpec,
+    mut on_event: impl FnMut(&StreamTimes),
+) -> Result<StreamTimes, StreamError> {
+    let start = Instant::now();
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let mut body = response.bytes_stream();
+    let mut decoder = tidewire_sse::Decoder::new();
+    let mut times = StreamTimes::default();
+    let mut done = false;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("stream broke: {e}"))?;
+        let now = start.elapsed();
+        decoder.push(&chunk);
+        while let Some(event) = decoder.next_event() {
+            let event = event.map_err(|e| format!("bad stream: {e}"))?;
+            times.events += 1;
+            times.first_event.get_or_insert(now);
+            times.last_event = Some(now);
+            if event.event == spec.token_event {
+                times.tokens.push(now);
+            } else if event.event == spec.done_event {
+                done = true;
+            } else if event.event == "run" && times.run.is_none() {
+                times.run = run_ids(event.data);
+            }
+            on_event(&times);
+        }
+    }
+    if done {
+        Ok(times)
+    } else {
+        Err("the stream ended without its done event".into())
+    }
+}
+
+fn run_ids(data: &str) -> Option<(String, String)> {
+    let value: serde_json::Value = serde_json::from_str(data).ok()?;
+    Some((
+        value["run_id"].as_str()?.to_owned(),
+        value["events_url"].as_str()?.to_owned(),
+    ))
+}
+
+/// A latency histogram in microseconds, three significant digits, up to one hour.
+#[allow(clippy::expect_used)] // constant bounds that hdrhistogram accepts
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records a duration in microseconds.
+pub fn record(histogram: &mut Histogram<u64>, value: Duration) {
+    let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX).max(1);
+    histogram.saturating_record(micros);
+}
+
+/// p50, p99 and max in milliseconds.
+pub fn summary(histogram: &Histogram<u64>) -> serde_json::Value {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    if histogram.is_empty() {
+        return serde_json::json!({"p50_ms": null, "p99_ms": null, "max_ms": null, "count": 0});
+    }
+    serde_json::json!({
+        "p50_ms": ms(histogram.value_at_quantile(0.50)),
+        "p99_ms": ms(histogram.value_at_quantile(0.99)),
+        "max_ms": ms(histogram.max()),
+        "count": histogram.len(),
+    })
+}

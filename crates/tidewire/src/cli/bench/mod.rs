@@ -1,0 +1,577 @@
+//! `tidewire bench`: a load generator for any SSE endpoint, decoding with
+//! tidewire-sse, with the server's CPU and memory read from `/proc`.
+//!
+//! Workloads: `burst` (streams as fast as possible), `paced` (lateness of paced
+//! tokens against their schedule), `idle` (open streams held, memory per stream),
+//! `fanout` (one run, many subscribers) and `overhead` (time to first token through
+//! the server minus the same generation in this process).
+
+mod load;
+mod procfs;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use load::{RequestSpec, histogram, record, run_stream, summary};
+
+/// The workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// C concurrent streams, K requests in total, tokens as fast as possible.
+    Burst,
+    /// C concurrent streams of M tokens at R tokens/s: lateness against the schedule.
+    Paced,
+    /// C open streams held S seconds: how many stay open, server memory per stream.
+    Idle,
+    /// One run followed by N subscribers on its events URL.
+    Fanout,
+    /// Time to first token through the server minus the same generation in process.
+    Overhead,
+}
+
+/// Options of `tidewire bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to run.
+    #[arg(value_enum)]
+    workload: Workload,
+    /// The SSE URL (for `fanout`, the URL that starts the run).
+    #[arg(long, default_value = "http://127.0.0.1:8080/api/chat")]
+    url: String,
+    /// HTTP method of each stream.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// An extra header, `Name: value`; repeatable.
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// The request body (JSON); `{i}` becomes the client index. Default: a tidewire
+    /// chat request with the workload's tokens and rate.
+    #[arg(long)]
+    body: Option<String>,
+    /// Concurrent streams (C).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    concurrency: usize,
+    /// Requests in total (K), for `burst` and `overhead`.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    requests: usize,
+    /// Tokens per answer (M).
+    #[arg(long, default_value_t = 100)]
+    tokens: u32,
+    /// Tokens per second (R) for `paced` and `fanout`.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds to hold the streams open, for `idle`.
+    #[arg(long, default_value_t = 10)]
+    hold: u64,
+    /// Subscribers (N), for `fanout`.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// The event name of answer tokens.
+    #[arg(long, default_value = "token")]
+    token_event: String,
+    /// The event name that ends a stream.
+    #[arg(long, default_value = "done")]
+    done_event: String,
+    /// Sample this process (and its children) from /proc: CPU and peak memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Stop the workload after this many seconds, whatever remains.
+    #[arg(long, default_value_t = 300)]
+    max_time: u64,
+    /// Print one JSON object with every figure as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `tidewire bench`.
+pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec(&args)?;
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(usize::MAX)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    let server_before = args.server_pid.and_then(procfs::sample);
+    let sampler = args
+        .server_pid
+        .map(|pid| procfs::Sampler::start(pid, Duration::from_millis(100)));
+    let self_before = procfs::sample_self();
+    let started = Instant::now();
+
+    let workload = async {
+        match args.workload {
+            Workload::Burst => burst(&client, &spec, &args).await,
+            Workload::Paced => paced(&client, &spec, &args).await,
+            Workload::Idle => idle(&client, &spec, &args).await,
+            Workload::Fanout => fanout(&client, &spec, &args).await,
+            Workload::Overhead => overhead(&client, &spec, &args).await,
+        }
+    };
+    let mut result = match tokio::time::timeout(Duration::from_secs(args.max_time), workload).await
+    {
+        Ok(result) => result?,
+        Err(_) => bail!(
+            "the workload did not finish within --max-time {}s",
+            args.max_time
+        ),
+    };
+    let elapsed = started.elapsed();
+
+    let events = result["events"].as_u64().unwrap_or(0);
+    if let (Some(before), Some(pid)) = (server_before, args.server_pid) {
+        let after = procfs::sample(pid).unwrap_or(before);
+        let peak = match sampler {
+            Some(sampler) => sampler.stop().await,
+            None => 0,
+        };
+        let cpu = after.cpu_seconds - before.cpu_seconds;
+        result["server"] = json!({
+            "cpu_seconds": cpu,
+            "cpu_us_per_event": if events > 0 { json!(cpu * 1e6 / events as f64) } else { Value::Null },
+            "peak_rss_kib": peak.max(after.rss_kib),
+            "rss_kib_after": after.rss_kib,
+        });
+    }
+    if let (Some(before), Some(after)) = (self_before, procfs::sample_self()) {
+        let cpu = after.cpu_seconds - before.cpu_seconds;
+        result["loadgen"] = json!({
+            "cpu_seconds": cpu,
+            "cpu_share_of_one_core": cpu / elapsed.as_secs_f64().max(1e-9),
+        });
+    }
+    result["workload"] = json!(format!("{:?}", args.workload).to_lowercase());
+    result["elapsed_s"] = json!(elapsed.as_secs_f64());
+    print_human(&result);
+    if args.json {
+        println!("{result}");
+    }
+    let errors = result["errors"].as_u64().unwrap_or(0);
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn spec(args: &BenchArgs) -> anyhow::Result<RequestSpec> {
+    let method =
+        Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()).context("--method")?;
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("--header {header:?} is not `Name: value`"))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let body = match (&args.body, args.workload, &method) {
+        (Some(body), _, _) => Some(body.clone()),
+        (None, _, &Method::GET) => None,
+        (None, Workload::Burst | Workload::Overhead, _) => Some(chat_body(args.tokens, 0.0)),
+        (None, Workload::Paced | Workload::Fanout, _) => Some(chat_body(args.tokens, args.rate)),
+        // One token now, the next long after the hold: the stream stays open, quiet.
+        (None, Workload::Idle, _) => Some(chat_body(2, 1.0 / (args.hold as f64 + 60.0))),
+    };
+    Ok(RequestSpec {
+        url: args.url.clone(),
+        method,
+        headers,
+        body,
+        token_event: args.token_event.clone(),
+        done_event: args.done_event.clone(),
+    })
+}
+
+fn chat_body(tokens: u32, rate: f64) -> String {
+    json!({
+        "message": "benchmark question number {i}",
+        "options": {"max_tokens": tokens, "tokens_per_second": rate},
+    })
+    .to_string()
+}
+
+/// `burst`: C workers issue K requests in total, each read to its end.
+async fn burst(
+    client: &reqwest::Client,
+    spec: &RequestSpec,
+    args: &BenchArgs,
+) -> anyhow::Result<Value> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, spec, next, errors) = (
+            client.clone(),
+            spec.clone(),
+            Arc::clone(&next),
+            Arc::clone(&errors),
+        );
+        let total = args.requests;
+        workers.push(tokio::spawn(async move {
+            let (mut first, mut last) = (histogram(), histogram());
+            let (mut events, mut done) = (0u64, 0u64);
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    break;
+                }
+                match run_stream(spec.build(&client, index), &spec, |_| {}).await {
+                    Ok(times) => {
+                        done += 1;
+                        events += times.events;
+                        if let Some(t) = times.first_event {
+                            record(&mut first, t);
+                        }
+                        if let Some(t) = times.last_event {
+                            record(&mut last, t);
+                        }
+                    }
+                    Err(error) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("stream {index}: {error}");
+                        }
+                    }
+                }
+            }
+            (first, last, events, done)
+        }));
+    }
+    let (mut first, mut last) = (histogram(), histogram());
+    let (mut events, mut done) = (0, 0);
+    for worker in workers {
+        let (f, l, e, d) = worker.await?;
+        first.add(&f)?;
+        last.add(&l)?;
+        events += e;
+        done += d;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+        "completed": done,
+        "errors": errors.load(Ordering::Relaxed),
+        "events": events,
+        "events_per_s": events as f64 / elapsed,
+        "requests_per_s": done as f64 / elapsed,
+        "time_to_first_event": summary(&first),
+        "time_to_last_event": summary(&last),
+    }))
+}
+
+/// The lateness of each token after the first, against `first + k / rate`.
+fn record_lateness(histogram: &mut Histogram<u64>, tokens: &[Duration], rate: f64) {
+    let Some(&first) = tokens.first() else { return };
+    for (k, &arrival) in tokens.iter().enumerate().skip(1) {
+        let ideal = first + Duration::from_secs_f64(k as f64 / rate);
+        record(histogram, arrival.saturating_sub(ideal));
+    }
+}
+
+/// `paced`: C streams at once, each of M tokens at R tokens/s.
+async fn paced(
+    client: &reqwest::Client,
+    spec: &RequestSpec,
+    args: &BenchArgs,
+) -> anyhow::Result<Value> {
+    let errors = Arc::new(AtomicU64::new(0));
+    let rate = args.rate;
+    let mut streams = Vec::new();
+    for index in 0..args.concurrency {
+        let (client, spec, errors) = (client.clone(), spec.clone(), Arc::clone(&errors));
+        streams.push(tokio::spawn(async move {
+            let mut lateness = histogram();
+            let mut events = 0;
+            match run_stream(spec.build(&client, index), &spec, |_| {}).await {
+                Ok(times) => {
+                    record_lateness(&mut lateness, &times.tokens, rate);
+                    events = times.events;
+                }
+                Err(error) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("stream {index}: {error}");
+                    }
+                }
+            }
+            (lateness, events)
+        }));
+    }
+    let mut lateness = histogram();
+    let mut events = 0;
+    for stream in streams {
+        let (h, e) = stream.await?;
+        lateness.add(&h)?;
+        events += e;
+    }
+    Ok(json!({
+        "concurrency": args.concurrency,
+        "tokens": args.tokens,
+        "rate": rate,
+        "errors": errors.load(Ordering::Relaxed),
+        "events": events,
+        "lateness": summary(&lateness),
+    }))
+}
+
+/// `idle`: C streams opened and held; memory per stream from the server's RSS.
+async fn idle(
+    client: &reqwest::Client,
+    spec: &RequestSpec,
+    args: &BenchArgs,
+) -> anyhow::Result<Value> {
+    let baseline = args.server_pid.and_then(procfs::sample);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut streams = Vec::new();
+    for index in 0..args.concurrency {
+        let (client, spec) = (client.clone(), spec.clone());
+        let (opened, closed, errors, stop) = (
+            Arc::clone(&opened),
+            Arc::clone(&closed),
+            Arc::clone(&errors),
+            stop.clone(),
+        );
+        streams.push(tokio::spawn(async move {
+            let mut counted = false;
+            let stream = run_stream(spec.build(&client, index), &spec, |times| {
+                if !counted && times.events > 0 {
+                    counted = true;
+                    opened.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            tokio::select! {
+                () = stop.cancelled() => {}
+                result = stream => {
+                    closed.fetch_add(1, Ordering::Relaxed);
+                    if let Err(error) = result
+                        && errors.fetch_add(1, Ordering::Relaxed) < 3
+                    {
+                        eprintln!("stream {index}: {error}");
+                    }
+                }
+            }
+        }));
+    }
+    // Wait until every stream got its first event (or a minute passed).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while opened.load(Ordering::Relaxed) + closed.load(Ordering::Relaxed) < args.concurrency
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open_at_start = opened.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    let loaded = args.server_pid.and_then(procfs::sample);
+    let still_open = open_at_start.saturating_sub(closed.load(Ordering::Relaxed));
+    stop.cancel();
+    for stream in streams {
+        let _ = stream.await;
+    }
+    let per_stream = match (baseline, loaded) {
+        (Some(before), Some(after)) if open_at_start > 0 => {
+            json!(
+                (after.rss_kib.saturating_sub(before.rss_kib)) as f64 * 1024.0
+                    / open_at_start as f64
+            )
+        }
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "concurrency": args.concurrency,
+        "hold_s": args.hold,
+        "opened": open_at_start,
+        "still_open": still_open,
+        "errors": errors.load(Ordering::Relaxed),
+        "events": 0,
+        "server_bytes_per_stream": per_stream,
+        "server_rss_kib_before": baseline.map(|s| s.rss_kib),
+        "server_rss_kib_loaded": loaded.map(|s| s.rss_kib),
+    }))
+}
+
+/// `fanout`: one run started with the URL, then N subscribers on its events URL.
+async fn fanout(
+    client: &reqwest::Client,
+    spec: &RequestSpec,
+    args: &BenchArgs,
+) -> anyhow::Result<Value> {
+    let base = reqwest::Url::parse(&spec.url)?;
+    // The creating stream reports the run's address and its token times.
+    let (run_tx, run_rx) = tokio::sync::oneshot::channel();
+    let first_token = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let creator = {
+        let (client, spec, first_token) = (client.clone(), spec.clone(), Arc::clone(&first_token));
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut run_tx = Some(run_tx);
+            run_stream(spec.build(&client, 0), &spec, |times| {
+                if let Some(run) = &times.run
+                    && let Some(tx) = run_tx.take()
+                {
+                    let _ = tx.send(run.clone());
+                }
+                if let Some(&first) = times.tokens.first() {
+                    let mut anchor = first_token.lock().unwrap_or_else(|p| p.into_inner());
+                    anchor.get_or_insert(start + first);
+                }
+            })
+            .await
+        })
+    };
+    let (_, events_url) = run_rx
+        .await
+        .context("the run did not start (no run event)")?;
+    let events_url = base.join(&events_url)?;
+    let subscriber_spec = RequestSpec {
+        url: events_url.to_string(),
+        method: Method::GET,
+        body: None,
+        ..spec.clone()
+    };
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut subscribers = Vec::new();
+    for index in 0..args.subscribers {
+        let (client, spec, errors) = (client.clone(), subscriber_spec.clone(), Arc::clone(&errors));
+        subscribers.push(tokio::spawn(async move {
+            let start = Instant::now();
+            match run_stream(spec.build(&client, index), &spec, |_| {}).await {
+                Ok(times) => Some((start, times)),
+                Err(error) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("subscriber {index}: {error}");
+                    }
+                    None
+                }
+            }
+        }));
+    }
+    let creator = creator
+        .await?
+        .map_err(|e| anyhow::anyhow!("the run's own stream failed: {e}"))?;
+    let anchor = first_token
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .context("the run produced no token")?;
+    let mut lateness = histogram();
+    let mut delivered = 0u64;
+    let mut window: Option<(Instant, Instant)> = None;
+    for subscriber in subscribers {
+        let Some((start, times)) = subscriber.await? else {
+            continue;
+        };
+        delivered += times.events;
+        let opened = start + times.first_event.unwrap_or_default();
+        for (k, &arrival) in times.tokens.iter().enumerate() {
+            let ideal = anchor + Duration::from_secs_f64(k as f64 / args.rate);
+            // Events produced before this subscriber was attached are replay, not live.
+            if ideal < opened {
+                continue;
+            }
+            let at = start + arrival;
+            record(&mut lateness, at.saturating_duration_since(ideal));
+        }
+        if let Some(last) = times.last_event {
+            let (first, end) = window.unwrap_or((opened, start + last));
+            window = Some((first.min(opened), end.max(start + last)));
+        }
+    }
+    let seconds = window.map_or(0.0, |(a, b)| (b - a).as_secs_f64());
+    Ok(json!({
+        "subscribers": args.subscribers,
+        "tokens": args.tokens,
+        "rate": args.rate,
+        "errors": errors.load(Ordering::Relaxed),
+        "events": delivered + creator.events,
+        "events_delivered": delivered,
+        "events_per_s": if seconds > 0.0 { json!(delivered as f64 / seconds) } else { Value::Null },
+        "lateness": summary(&lateness),
+    }))
+}
+
+/// `overhead`: K sequential requests through the server, time to first token, beside
+/// the same synthetic generation started in this process.
+async fn overhead(
+    client: &reqwest::Client,
+    spec: &RequestSpec,
+    args: &BenchArgs,
+) -> anyhow::Result<Value> {
+    use futures_util::StreamExt;
+    use tidewire::llm::{Backend, GenerationRequest, PromptMessage, PromptRole, Synthetic};
+
+    let warmup = (args.requests / 10).max(10);
+    let mut through = histogram();
+    let mut errors = 0u64;
+    for index in 0..warmup + args.requests {
+        match run_stream(spec.build(client, index), spec, |_| {}).await {
+            Ok(times) => {
+                if index >= warmup
+                    && let Some(&first) = times.tokens.first()
+                {
+                    record(&mut through, first);
+                }
+            }
+            Err(error) => {
+                errors += 1;
+                if errors <= 3 {
+                    eprintln!("request {index}: {error}");
+                }
+            }
+        }
+    }
+    let mut direct = histogram();
+    for index in 0..warmup + args.requests {
+        let request = GenerationRequest {
+            messages: vec![PromptMessage {
+                role: PromptRole::User,
+                content: format!("benchmark question number {index}"),
+            }],
+            max_tokens: args.tokens,
+            tokens_per_second: 0.0,
+        };
+        let start = Instant::now();
+        let mut stream = Synthetic
+            .generate(request)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let _ = stream.next().await;
+        if index >= warmup {
+            record(&mut direct, start.elapsed());
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(json!({
+        "requests": args.requests,
+        "errors": errors,
+        "events": 0,
+        "through_server": summary(&through),
+        "in_process": summary(&direct),
+        "overhead_p50_ms": ms(&through, 0.5) - ms(&direct, 0.5),
+        "overhead_p99_ms": ms(&through, 0.99) - ms(&direct, 0.99),
+    }))
+}
+
+fn print_human(result: &Value) {
+    let pretty = serde_json::to_string_pretty(result).unwrap_or_default();
+    eprintln!("{pretty}");
+}
