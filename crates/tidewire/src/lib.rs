@@ -108,7 +108,7 @@ pub async fn serve(
         }
     });
     let mut server = tokio::spawn(
-        axum::serve(listener, app(state))
+        axum::serve(listener, app(state).into_make_service())
             .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
             .into_future(),
     );
