@@ -131,6 +131,8 @@ struct Fields {
     discarding: bool,
     /// An event was handed out and its buffers are cleared before the next line.
     dispatched: bool,
+    /// Non-standard fields read as `event: <name>` plus `data: <value>`.
+    event_fields: Vec<String>,
 }
 
 /// What one line did to the event being built.
@@ -151,6 +153,14 @@ impl Decoder {
         let mut decoder = Self::default();
         decoder.fields.limits = limits;
         decoder
+    }
+
+    /// Reads a non-standard field as an event: a line `name: value` counts as
+    /// `event: name` followed by `data: value`. The standard ignores unknown fields;
+    /// this is for servers that put errors in one (llama.cpp sends `error: {...}`).
+    pub fn field_as_event(mut self, name: &str) -> Self {
+        self.fields.event_fields.push(name.to_owned());
+        self
     }
 
     /// The limits in effect.
@@ -375,6 +385,12 @@ impl Fields {
                 self.retry = Some(value.bytes().fold(0u64, |n, digit| {
                     n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
                 }));
+            }
+            other if self.event_fields.iter().any(|field| field == other) => {
+                self.event_type.clear();
+                self.event_type.push_str(other);
+                self.data.push_str(value);
+                self.data.push('\n');
             }
             _ => {}
         }

@@ -430,3 +430,22 @@ fn whatwg_spec_examples() {
         &[ev("message", "test", ""), ev("message", "test", "")],
     );
 }
+
+#[test]
+fn a_field_read_as_an_event_becomes_one_and_others_stay_ignored() {
+    let mut decoder = Decoder::new().field_as_event("error");
+    let out = decode_chunks(
+        &mut decoder,
+        [&b"data: {\"a\":1}\n\nerror: {\"message\":\"boom\"}\n\nwarning: x\ndata: b\n\n"[..]],
+    );
+    assert_eq!(
+        out,
+        [
+            ev("message", "{\"a\":1}", ""),
+            ev("error", "{\"message\":\"boom\"}", ""),
+            ev("message", "b", "")
+        ]
+    );
+    // Without the option the field is ignored, as the standard says.
+    assert_events(b"error: {\"message\":\"boom\"}\n\n", &[]);
+}

@@ -4,6 +4,7 @@
 //! [`ConfigLayer`] is one layer: every option optional, readable from TOML and (through
 //! clap) from flags and the environment. [`Config`] is the result the server runs with.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -50,6 +51,140 @@ pub struct Config {
     pub default_max_tokens: u32,
     /// `options.tokens_per_second` of the synthetic backend when the request gives none.
     pub default_tokens_per_second: f64,
+    /// One OpenAI-compatible backend, named `default` and used by default, from
+    /// `TIDEWIRE_LLM_URL` (with `TIDEWIRE_LLM_MODEL` and `TIDEWIRE_LLM_API_KEY`).
+    pub llm_url: Option<String>,
+    /// The model of `llm_url`.
+    pub llm_model: Option<String>,
+    /// The API key of `llm_url`.
+    pub llm_api_key: Option<Secret>,
+    /// Model backends, history and system prompt.
+    pub llm: LlmConfig,
+}
+
+/// The `[llm]` section: named backends, the default, the fallback order, the
+/// system prompt and how much of the conversation goes with each question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// The backend of requests without `options.backend`.
+    pub default: String,
+    /// Backends tried in order when the chosen one fails before its first token.
+    pub fallback: Vec<String>,
+    /// Attempts per backend (the first included) before falling back.
+    pub attempts: u32,
+    /// Instructions sent first, as a system message.
+    pub system_prompt: Option<String>,
+    /// At most this many earlier messages of the conversation go with a question...
+    pub history_messages: usize,
+    /// ...and at most this many characters of them.
+    pub history_chars: usize,
+    /// The backends, by name (`synthetic` always exists).
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            default: "synthetic".into(),
+            fallback: Vec::new(),
+            attempts: 2,
+            system_prompt: None,
+            history_messages: 20,
+            history_chars: 32_000,
+            backends: BTreeMap::new(),
+        }
+    }
+}
+
+/// The kind of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// An OpenAI-compatible `/chat/completions` server.
+    Openai,
+    /// Ollama's native `/api/chat`.
+    Ollama,
+    /// The built-in deterministic backend.
+    Synthetic,
+}
+
+/// One named backend of `[llm.backends.NAME]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// What speaks at `url`.
+    pub kind: BackendKind,
+    /// Base URL: `http://127.0.0.1:8000/v1` for OpenAI-compatible servers,
+    /// `http://127.0.0.1:11434` for Ollama.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The model to ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Sent as `Authorization: Bearer`; never logged or shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// To open a connection [default: 10s].
+    #[serde(
+        default,
+        deserialize_with = "de_from_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connect_timeout: Option<Span>,
+    /// From the request to the first token [default: 60s].
+    #[serde(
+        default,
+        deserialize_with = "de_from_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub first_token_timeout: Option<Span>,
+    /// Between two pieces of the stream [default: 30s].
+    #[serde(
+        default,
+        deserialize_with = "de_from_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Span>,
+    /// For the whole answer [default: 10m].
+    #[serde(
+        default,
+        deserialize_with = "de_from_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_timeout: Option<Span>,
+}
+
+/// A credential: shown as `<redacted>` in every debug print and rendering.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
 }
 
 impl Default for Config {
@@ -70,6 +205,10 @@ impl Default for Config {
             max_tokens_limit: 8192,
             default_max_tokens: 64,
             default_tokens_per_second: 30.0,
+            llm_url: None,
+            llm_model: None,
+            llm_api_key: None,
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -131,6 +270,23 @@ pub struct ConfigLayer {
     /// Synthetic backend pace when a request gives none; 0 = as fast as possible [default: 30].
     #[arg(long, env = "TIDEWIRE_DEFAULT_TOKENS_PER_SECOND")]
     pub default_tokens_per_second: Option<f64>,
+    /// An OpenAI-compatible base URL (such as http://127.0.0.1:11434/v1); with it,
+    /// requests go to that model by default.
+    #[arg(long, env = "TIDEWIRE_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// The model to ask for at --llm-url.
+    #[arg(long, env = "TIDEWIRE_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// The API key for --llm-url (never logged or shown).
+    #[arg(long, env = "TIDEWIRE_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<Secret>,
+    /// Instructions sent first with every question.
+    #[arg(long, env = "TIDEWIRE_SYSTEM_PROMPT")]
+    pub system_prompt: Option<String>,
+    /// Named backends, fallback order and history limits (TOML only: the [llm] table).
+    #[arg(skip)]
+    #[serde(default)]
+    pub llm: Option<LlmConfig>,
 }
 
 /// Why the configuration could not be loaded.
@@ -209,6 +365,21 @@ impl Config {
             &mut self.default_tokens_per_second,
             &layer.default_tokens_per_second,
         );
+        if let Some(llm) = &layer.llm {
+            self.llm = llm.clone();
+        }
+        if layer.system_prompt.is_some() {
+            self.llm.system_prompt.clone_from(&layer.system_prompt);
+        }
+        if layer.llm_url.is_some() {
+            self.llm_url.clone_from(&layer.llm_url);
+        }
+        if layer.llm_model.is_some() {
+            self.llm_model.clone_from(&layer.llm_model);
+        }
+        if layer.llm_api_key.is_some() {
+            self.llm_api_key.clone_from(&layer.llm_api_key);
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -231,6 +402,30 @@ impl Config {
         if self.max_message_bytes > self.max_body_bytes {
             return invalid("max_message_bytes must not exceed max_body_bytes");
         }
+        if self.llm_url.is_some() && self.llm_model.is_none() {
+            return invalid("TIDEWIRE_LLM_URL (llm_url) needs TIDEWIRE_LLM_MODEL (llm_model)");
+        }
+        for (name, backend) in &self.llm.backends {
+            if backend.kind != BackendKind::Synthetic
+                && (backend.url.is_none() || backend.model.is_none())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "backend {name:?} needs a url and a model"
+                )));
+            }
+        }
+        let known = |name: &str| {
+            name == "synthetic"
+                || self.llm.backends.contains_key(name)
+                || (name == "default" && self.llm_url.is_some())
+        };
+        for name in std::iter::once(&self.llm.default).chain(&self.llm.fallback) {
+            if !known(name) && self.llm_url.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "no backend named {name:?} is configured"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -244,6 +439,12 @@ impl Config {
 /// (zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        humantime_serde_compat::serialize(&self.0, serializer)
+    }
+}
 
 impl FromStr for Span {
     type Err = String;
@@ -399,6 +600,38 @@ mod tests {
             Duration::from_millis(250)
         );
         assert_eq!("off".parse::<Span>().unwrap().0, Duration::ZERO);
+    }
+
+    #[test]
+    fn named_backends_load_and_keys_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("llm.toml");
+        std::fs::write(
+            &file,
+            "[llm]\ndefault = \"local\"\nfallback = [\"cloud\"]\nsystem_prompt = \"Be brief.\"\n\
+             [llm.backends.local]\nkind = \"ollama\"\nurl = \"http://127.0.0.1:11434\"\nmodel = \"llama3.2\"\n\
+             [llm.backends.cloud]\nkind = \"openai\"\nurl = \"https://api.example.com/v1\"\nmodel = \"m\"\napi_key = \"sk-secret\"\nfirst_token_timeout = \"20s\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), &ConfigLayer::default()).unwrap();
+        assert_eq!(config.llm.default, "local");
+        let cloud = &config.llm.backends["cloud"];
+        assert_eq!(cloud.api_key.as_ref().unwrap().expose(), "sk-secret");
+        assert_eq!(
+            cloud.first_token_timeout,
+            Some(Span(Duration::from_secs(20)))
+        );
+        let shown = format!("{config:?}\n{}", config.to_toml());
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+
+        std::fs::write(&file, "[llm]\ndefault = \"nope\"\n").unwrap();
+        assert!(Config::load(Some(&file), &ConfigLayer::default()).is_err());
+        let url_without_model = ConfigLayer {
+            llm_url: Some("http://127.0.0.1:1/v1".into()),
+            ..ConfigLayer::default()
+        };
+        assert!(Config::load(None, &url_without_model).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use api::AppState;
 pub use config::Config;
 
 use crate::hub::{Hub, HubConfig};
-use crate::llm::Synthetic;
+use crate::llm::Backends;
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// After the drain, how long connections get to close before the server stops
@@ -41,6 +41,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A model backend could not be set up.
+    #[error("cannot set up the model backends: {0}")]
+    Backend(String),
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -57,6 +60,9 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
             "answers left streaming by an earlier stop are now interrupted"
         );
     }
+    let backends =
+        Backends::from_config(&config).map_err(|error| ServeError::Backend(error.to_string()))?;
+    tracing::info!(default = backends.default_name(), "model backends ready");
     let store: Arc<dyn Store> = Arc::new(store);
     let hub = Hub::new(
         HubConfig {
@@ -71,7 +77,7 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         hub,
         store,
         config: Arc::new(config),
-        backend: Arc::new(Synthetic),
+        backends: Arc::new(backends),
     })
 }
 

@@ -57,3 +57,33 @@ fn a_bad_value_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a duration"), "{stderr}");
 }
+
+#[test]
+fn one_model_from_the_environment_and_its_key_never_printed() {
+    let out = effective(
+        &[],
+        &[
+            ("TIDEWIRE_LLM_URL", "http://127.0.0.1:11434/v1"),
+            ("TIDEWIRE_LLM_MODEL", "llama3.2"),
+            ("TIDEWIRE_LLM_API_KEY", "sk-do-not-print"),
+            ("TIDEWIRE_SYSTEM_PROMPT", "Be brief."),
+        ],
+    );
+    assert!(
+        out.contains("llm_url = \"http://127.0.0.1:11434/v1\""),
+        "{out}"
+    );
+    assert!(out.contains("llm_model = \"llama3.2\""), "{out}");
+    assert!(out.contains("system_prompt = \"Be brief.\""), "{out}");
+    assert!(!out.contains("sk-do-not-print"), "{out}");
+    assert!(out.contains("<redacted>"), "{out}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .arg("config")
+        .env("TIDEWIRE_LLM_URL", "http://127.0.0.1:11434/v1")
+        .env_remove("TIDEWIRE_LLM_MODEL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TIDEWIRE_LLM_MODEL"));
+}

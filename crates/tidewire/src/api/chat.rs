@@ -17,8 +17,8 @@ use super::error::ApiError;
 use super::runs::{last_event_id, subscribe_after};
 use super::sse::{event_stream, sse_response};
 use crate::hub::{IdempotencyKey, RunRequest};
-use crate::llm::{GenerationRequest, PromptMessage, PromptRole};
-use crate::pipeline::AnswerJob;
+use crate::llm::{Backend, GenerationRequest};
+use crate::pipeline::{AnswerJob, HistoryLimits, build_prompt};
 
 /// The longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
@@ -54,18 +54,35 @@ pub async fn chat(
         0
     };
 
-    let message = request.message.clone();
-    let backend = Arc::clone(&state.backend);
+    // The conversation so far goes with the question (a retried POST that attaches
+    // to its run never generates, but reading is cheap and keeps this simple).
+    let history = match &request.conversation_id {
+        Some(id) => state.store.list_messages(id).await?.ok_or_else(|| {
+            ApiError::not_found(
+                "conversation_not_found",
+                format!("conversation {id} does not exist"),
+            )
+        })?,
+        None => Vec::new(),
+    };
+    let llm = &state.config.llm;
+    let messages = build_prompt(
+        llm.system_prompt.as_deref(),
+        &history,
+        &request.message,
+        HistoryLimits {
+            messages: llm.history_messages,
+            chars: llm.history_chars,
+        },
+    );
+    let backend = valid.backend;
     let run_request = RunRequest {
         conversation_id: request.conversation_id.clone(),
         message: request.message.clone(),
         job: Box::new(move |message_id: &str| AnswerJob {
             backend,
             request: GenerationRequest {
-                messages: vec![PromptMessage {
-                    role: PromptRole::User,
-                    content: message,
-                }],
+                messages,
                 max_tokens: valid.max_tokens,
                 tokens_per_second: valid.tokens_per_second,
             },
@@ -156,6 +173,7 @@ fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
 struct Valid {
     max_tokens: u32,
     tokens_per_second: f64,
+    backend: Arc<dyn Backend>,
 }
 
 fn validate(state: &AppState, request: &ChatRequest) -> Result<Valid, ApiError> {
@@ -197,19 +215,14 @@ fn validate(state: &AppState, request: &ChatRequest) -> Result<Valid, ApiError> 
             "options.tokens_per_second must be 0 (as fast as possible) or more",
         ));
     }
-    if let Some(backend) = options
-        .backend
-        .as_ref()
-        .filter(|b| *b != state.backend.model())
-    {
-        return Err(ApiError::unprocessable(
-            "unknown_backend",
-            format!("no backend named {backend:?} is configured"),
-        ));
-    }
+    let backend = state
+        .backends
+        .select(options.backend.as_deref())
+        .map_err(|unknown| ApiError::unprocessable("unknown_backend", unknown.to_string()))?;
     Ok(Valid {
         max_tokens,
         tokens_per_second,
+        backend,
     })
 }
 

@@ -22,7 +22,7 @@ pub use error::ApiError;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::llm::Backend;
+use crate::llm::Backends;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -34,8 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration.
     pub config: Arc<Config>,
-    /// The model backend.
-    pub backend: Arc<dyn Backend>,
+    /// The model backends.
+    pub backends: Arc<Backends>,
 }
 
 impl AppState {

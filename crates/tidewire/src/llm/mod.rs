@@ -1,10 +1,23 @@
 //! Model backends: anything that streams the tokens of an answer.
 //!
-//! A [`Backend`] turns a [`GenerationRequest`] into a [`TokenStream`]. Dropping the
-//! stream cancels the generation (for an HTTP upstream it closes the connection, so
-//! the model server stops). Errors in the middle of a stream are items of the stream;
-//! timeouts between items are applied by the caller, the same for every backend.
+//! A [`Backend`] turns a [`GenerationRequest`] into a [`Generation`]: the model that
+//! answers and a [`TokenStream`]. Dropping the stream cancels the generation (for an
+//! HTTP upstream it closes the connection, so the model server stops). Errors in the
+//! middle of a stream are items of the stream, each with a code and whether retrying
+//! may help.
+//!
+//! - [`Synthetic`]: deterministic text, for demos, tests and benchmarks.
+//! - [`OpenAi`]: any OpenAI-compatible `/chat/completions` server (vLLM, llama.cpp,
+//!   Ollama's `/v1`, hosted APIs), and [`Ollama`]: Ollama's native NDJSON API.
+//! - [`Failover`]: retries a backend and falls back to others, as long as no token
+//!   has reached a client.
+//! - [`Backends`]: the configured backends by name.
 
+mod failover;
+mod http;
+mod ollama;
+mod openai;
+mod registry;
 mod synthetic;
 
 use std::pin::Pin;
@@ -13,6 +26,11 @@ use async_trait::async_trait;
 use futures_util::Stream;
 use tidewire_protocol::Usage;
 
+pub use failover::Failover;
+pub use http::Timeouts;
+pub use ollama::Ollama;
+pub use openai::OpenAi;
+pub use registry::{Backends, UnknownBackend};
 pub use synthetic::Synthetic;
 
 /// Who wrote a message of the prompt.
@@ -67,6 +85,8 @@ pub struct LlmError {
     pub message: String,
     /// Whether asking again may succeed.
     pub retryable: bool,
+    /// How long the upstream asked us to wait (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl LlmError {
@@ -76,6 +96,7 @@ impl LlmError {
             code: code.into(),
             message: message.into(),
             retryable,
+            retry_after: None,
         }
     }
 }
@@ -83,13 +104,29 @@ impl LlmError {
 /// The tokens of one answer, as they come.
 pub type TokenStream = Pin<Box<dyn Stream<Item = Result<Chunk, LlmError>> + Send>>;
 
+/// An answer being generated.
+pub struct Generation {
+    /// The model that answers (with failover, the one that took the request).
+    pub model: String,
+    /// Its tokens.
+    pub stream: TokenStream,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A model that streams answers.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// The model's name, reported in `metadata`.
+    /// The configured name of the model, reported in `metadata`.
     fn model(&self) -> &str;
 
     /// Starts generating. Returns once the model accepted the request; the answer
     /// comes through the stream.
-    async fn generate(&self, request: GenerationRequest) -> Result<TokenStream, LlmError>;
+    async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError>;
 }

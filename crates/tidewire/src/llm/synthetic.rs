@@ -14,7 +14,7 @@ use futures_util::Stream;
 use tidewire_protocol::Usage;
 use tokio::time::{Instant, Sleep};
 
-use super::{Backend, Chunk, GenerationRequest, LlmError, PromptRole, TokenStream};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, PromptRole, TokenStream};
 
 const WORDS: &[&str] = &[
     "stream", "token", "answer", "river", "signal", "quiet", "bright", "model", "event", "ocean",
@@ -40,7 +40,7 @@ impl Backend for Synthetic {
         "synthetic"
     }
 
-    async fn generate(&self, request: GenerationRequest) -> Result<TokenStream, LlmError> {
+    async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let prompt = request
             .messages
             .iter()
@@ -53,12 +53,16 @@ impl Backend for Synthetic {
             .iter()
             .map(|m| m.content.split_whitespace().count() as u64)
             .sum();
-        Ok(Box::pin(SyntheticStream::new(
+        let stream: TokenStream = Box::pin(SyntheticStream::new(
             prompt,
             prompt_tokens,
             request.max_tokens,
             request.tokens_per_second,
-        )))
+        ));
+        Ok(Generation {
+            model: self.model().to_owned(),
+            stream,
+        })
     }
 }
 
@@ -194,7 +198,7 @@ mod tests {
     }
 
     async fn collect(request: GenerationRequest) -> (Vec<String>, Option<Usage>) {
-        let mut stream = Synthetic.generate(request).await.unwrap();
+        let mut stream = Synthetic.generate(request).await.unwrap().stream;
         let mut tokens = Vec::new();
         let mut usage = None;
         while let Some(chunk) = stream.next().await {
@@ -225,7 +229,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn paced_tokens_follow_a_fixed_schedule() {
         let start = Instant::now();
-        let mut stream = Synthetic.generate(request("pace", 5, 10.0)).await.unwrap();
+        let mut stream = Synthetic
+            .generate(request("pace", 5, 10.0))
+            .await
+            .unwrap()
+            .stream;
         let mut arrivals = Vec::new();
         while let Some(Ok(Chunk::Text(_))) = stream.next().await {
             arrivals.push(start.elapsed());

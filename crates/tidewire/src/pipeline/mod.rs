@@ -13,6 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::llm::{Backend, Chunk, GenerationRequest};
 
+mod prompt;
+
+pub use prompt::{HistoryLimits, build_prompt};
+
 /// Where the pipeline's events go.
 pub trait EventSink: Send + Sync {
     /// Takes one event, in order.
@@ -59,7 +63,7 @@ pub struct Outcome {
 /// `cancel` fires, dropping the model's stream.
 pub async fn answer(job: AnswerJob, sink: &dyn EventSink, cancel: &CancellationToken) -> Outcome {
     let started = Instant::now();
-    let model = job.backend.model().to_owned();
+    let mut model = job.backend.model().to_owned();
     let prompt_estimate = estimate_tokens(job.request.messages.iter().map(|m| m.content.as_str()));
     let mut first_token = None;
     let mut completion_tokens = 0u64;
@@ -72,8 +76,11 @@ pub async fn answer(job: AnswerJob, sink: &dyn EventSink, cancel: &CancellationT
         let mut stream = tokio::select! {
             biased;
             () = cancel.cancelled() => break 'generate Ending::Stopped,
-            stream = job.backend.generate(job.request) => match stream {
-                Ok(stream) => stream,
+            generation = job.backend.generate(job.request) => match generation {
+                Ok(generation) => {
+                    model = generation.model;
+                    generation.stream
+                }
                 Err(failure) => {
                     error = Some(ErrorEvent { error: failure.message, code: failure.code, retryable: failure.retryable });
                     break 'generate Ending::Failed;

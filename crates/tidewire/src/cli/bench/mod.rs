@@ -8,6 +8,7 @@
 
 mod load;
 mod procfs;
+mod upstream;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,6 +37,11 @@ pub enum Workload {
     Fanout,
     /// Time to first token through the server minus the same generation in process.
     Overhead,
+    /// Time to first token through tidewire minus straight from its model server
+    /// (`--direct-url`, such as the mock below).
+    Upstream,
+    /// Serve a zero-delay OpenAI-compatible model on `--addr` (for `upstream`).
+    MockUpstream,
 }
 
 /// Options of `tidewire bench`.
@@ -81,6 +87,12 @@ pub struct BenchArgs {
     /// The event name that ends a stream.
     #[arg(long, default_value = "done")]
     done_event: String,
+    /// For `upstream`: the model server's own chat completions URL.
+    #[arg(long)]
+    direct_url: Option<String>,
+    /// For `mock-upstream`: where to listen.
+    #[arg(long, default_value = "127.0.0.1:18090")]
+    addr: std::net::SocketAddr,
     /// Sample this process (and its children) from /proc: CPU and peak memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -104,6 +116,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.workload == Workload::MockUpstream {
+        upstream::serve_mock(args.addr).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let spec = spec(&args)?;
     let client = reqwest::Client::builder()
         .http1_only()
@@ -124,6 +140,14 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Workload::Idle => idle(&client, &spec, &args).await,
             Workload::Fanout => fanout(&client, &spec, &args).await,
             Workload::Overhead => overhead(&client, &spec, &args).await,
+            Workload::Upstream => {
+                let direct = args
+                    .direct_url
+                    .as_deref()
+                    .context("the upstream workload needs --direct-url")?;
+                upstream::overhead(&client, &args.url, direct, args.requests).await
+            }
+            Workload::MockUpstream => Ok(Value::Null),
         }
     };
     let mut result = match tokio::time::timeout(Duration::from_secs(args.max_time), workload).await
@@ -185,7 +209,11 @@ fn spec(args: &BenchArgs) -> anyhow::Result<RequestSpec> {
     let body = match (&args.body, args.workload, &method) {
         (Some(body), _, _) => Some(body.clone()),
         (None, _, &Method::GET) => None,
-        (None, Workload::Burst | Workload::Overhead, _) => Some(chat_body(args.tokens, 0.0)),
+        (
+            None,
+            Workload::Burst | Workload::Overhead | Workload::Upstream | Workload::MockUpstream,
+            _,
+        ) => Some(chat_body(args.tokens, 0.0)),
         (None, Workload::Paced | Workload::Fanout, _) => Some(chat_body(args.tokens, args.rate)),
         // One token now, the next long after the hold: the stream stays open, quiet.
         (None, Workload::Idle, _) => Some(chat_body(2, 1.0 / (args.hold as f64 + 60.0))),
@@ -553,7 +581,8 @@ async fn overhead(
         let mut stream = Synthetic
             .generate(request)
             .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+            .map_err(|e| anyhow::anyhow!(e))?
+            .stream;
         let _ = stream.next().await;
         if index >= warmup {
             record(&mut direct, start.elapsed());

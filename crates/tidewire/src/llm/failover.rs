@@ -1,0 +1,233 @@
+//! Retries and fallback, while it is safe: until a first token exists, nothing has
+//! reached a client, so a failed attempt can be retried (connection errors, 5xx,
+//! 429 after its `Retry-After`, a first-token timeout) and then handed to the next
+//! backend. After the first token, a retry would repeat or corrupt text: errors go
+//! to the client as they are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError};
+
+/// A backend, then the next ones if it fails before its first token.
+pub struct Failover {
+    chain: Vec<Arc<dyn Backend>>,
+    /// Attempts per backend (the first one included).
+    attempts: u32,
+    /// The delay before the second attempt; it doubles after each failure.
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for Failover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let models: Vec<&str> = self.chain.iter().map(|b| b.model()).collect();
+        f.debug_struct("Failover")
+            .field("chain", &models)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+impl Failover {
+    /// Tries `chain` in order, each up to `attempts` times.
+    pub fn new(chain: Vec<Arc<dyn Backend>>, attempts: u32, backoff: Duration) -> Self {
+        Self {
+            chain,
+            attempts: attempts.max(1),
+            backoff,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Failover {
+    fn model(&self) -> &str {
+        self.chain.first().map_or("none", |backend| backend.model())
+    }
+
+    async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
+        let mut last = LlmError::new("no_backend", "no model backend is configured", false);
+        for backend in &self.chain {
+            for attempt in 0..self.attempts {
+                if attempt > 0 {
+                    let backoff = self.backoff * 2u32.saturating_pow(attempt - 1);
+                    tokio::time::sleep(last.retry_after.unwrap_or_default().max(backoff)).await;
+                }
+                match until_first_token(backend.as_ref(), request.clone()).await {
+                    Ok(generation) => return Ok(generation),
+                    Err(error) => {
+                        tracing::warn!(model = backend.model(), code = %error.code, attempt = attempt + 1, "model request failed before its first token");
+                        let retry = error.retryable;
+                        last = error;
+                        if !retry {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Starts a generation and waits for its first token (or its end), so a failure
+/// before it can still be retried. What came before the token is replayed.
+async fn until_first_token(
+    backend: &dyn Backend,
+    request: GenerationRequest,
+) -> Result<Generation, LlmError> {
+    let mut generation = backend.generate(request).await?;
+    let mut seen = Vec::new();
+    loop {
+        match generation.stream.next().await {
+            Some(Ok(Chunk::Text(text))) if !text.is_empty() => {
+                seen.push(Ok(Chunk::Text(text)));
+                break;
+            }
+            Some(Ok(other)) => seen.push(Ok(other)),
+            Some(Err(error)) => return Err(error),
+            None => break,
+        }
+    }
+    Ok(Generation {
+        model: generation.model,
+        stream: Box::pin(futures_util::stream::iter(seen).chain(generation.stream)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::llm::{PromptMessage, PromptRole, TokenStream};
+
+    /// A backend that plays a script: one list of items per call.
+    struct Scripted {
+        name: &'static str,
+        calls: Mutex<Vec<Vec<Result<Chunk, LlmError>>>>,
+    }
+
+    #[async_trait]
+    impl Backend for Scripted {
+        fn model(&self) -> &str {
+            self.name
+        }
+
+        async fn generate(&self, _: GenerationRequest) -> Result<Generation, LlmError> {
+            let items = self.calls.lock().unwrap().remove(0);
+            let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
+            Ok(Generation {
+                model: self.name.into(),
+                stream,
+            })
+        }
+    }
+
+    fn request() -> GenerationRequest {
+        GenerationRequest {
+            messages: vec![PromptMessage {
+                role: PromptRole::User,
+                content: "q".into(),
+            }],
+            max_tokens: 5,
+            tokens_per_second: 0.0,
+        }
+    }
+
+    async fn texts(generation: Generation) -> (String, Vec<String>) {
+        let items: Vec<_> = generation.stream.collect().await;
+        let texts = items
+            .into_iter()
+            .map(|item| match item {
+                Ok(Chunk::Text(t)) => t,
+                Ok(other) => format!("{other:?}"),
+                Err(e) => format!("error {}", e.code),
+            })
+            .collect();
+        (generation.model, texts)
+    }
+
+    fn unavailable() -> LlmError {
+        LlmError::new("upstream_unavailable", "503", true)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_then_falls_back_before_the_first_token_only() {
+        let primary = Arc::new(Scripted {
+            name: "primary",
+            calls: Mutex::new(vec![vec![Err(unavailable())], vec![Err(unavailable())]]),
+        });
+        let secondary = Arc::new(Scripted {
+            name: "secondary",
+            calls: Mutex::new(vec![vec![
+                Ok(Chunk::Usage(tidewire_protocol::Usage::new(1, 0))),
+                Ok(Chunk::Text("a".into())),
+                Err(unavailable()),
+            ]]),
+        });
+        let failover = Failover::new(
+            vec![primary.clone(), secondary],
+            2,
+            Duration::from_millis(10),
+        );
+        let (model, items) = texts(failover.generate(request()).await.unwrap()).await;
+        assert_eq!(model, "secondary");
+        // The error after the first token is not retried: it reaches the client.
+        assert_eq!(
+            items,
+            [
+                "Usage(Usage { prompt_tokens: 1, completion_tokens: 0, total_tokens: 1 })",
+                "a",
+                "error upstream_unavailable"
+            ]
+        );
+        assert!(
+            primary.calls.lock().unwrap().is_empty(),
+            "both attempts used"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_non_retryable_error_moves_to_the_next_backend_at_once() {
+        let primary = Arc::new(Scripted {
+            name: "primary",
+            calls: Mutex::new(vec![
+                vec![Err(LlmError::new("upstream_auth_failed", "401", false))],
+                vec![],
+            ]),
+        });
+        let secondary = Arc::new(Scripted {
+            name: "secondary",
+            calls: Mutex::new(vec![vec![Ok(Chunk::Text("ok".into()))]]),
+        });
+        let failover = Failover::new(
+            vec![primary.clone(), secondary],
+            3,
+            Duration::from_millis(10),
+        );
+        let (model, items) = texts(failover.generate(request()).await.unwrap()).await;
+        assert_eq!(
+            (model.as_str(), items),
+            ("secondary", vec!["ok".to_owned()])
+        );
+        assert_eq!(primary.calls.lock().unwrap().len(), 1, "no retry of a 401");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_error_is_reported_when_everything_fails() {
+        let only = Arc::new(Scripted {
+            name: "only",
+            calls: Mutex::new(vec![
+                vec![Err(unavailable())],
+                vec![Err(LlmError::new("upstream_incomplete", "cut", true))],
+            ]),
+        });
+        let failover = Failover::new(vec![only], 2, Duration::from_millis(10));
+        let error = failover.generate(request()).await.unwrap_err();
+        assert_eq!(error.code, "upstream_incomplete");
+    }
+}

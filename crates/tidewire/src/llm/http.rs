@@ -1,0 +1,304 @@
+//! What the HTTP upstreams share: their timeouts, the error shapes real servers
+//! send, and `Retry-After`.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Chunk, LlmError, TokenStream};
+
+/// Timeouts of one upstream request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To open the TCP (and TLS) connection.
+    pub connect: Duration,
+    /// From the request to the first token.
+    pub first_token: Duration,
+    /// Between two items of the stream, once it started.
+    pub idle: Duration,
+    /// For the whole answer.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            first_token: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The error of an expired timeout: its own code, retryable only before the first
+/// token (after it, retrying would repeat text).
+pub fn timeout_error(which: &str, after: Duration, before_first_token: bool) -> LlmError {
+    LlmError::new(
+        format!("upstream_{which}_timeout"),
+        format!(
+            "the model server did not {} within {}",
+            match which {
+                "connect" => "accept the connection",
+                "first_token" => "send a first token",
+                "idle" => "send anything more",
+                _ => "finish the answer",
+            },
+            humantime::format_duration(after)
+        ),
+        before_first_token,
+    )
+}
+
+/// Applies the first-token, idle and total timeouts to a stream that started at
+/// `started`. An expiry is the stream's last item.
+pub fn with_timeouts(stream: TokenStream, timeouts: Timeouts, started: Instant) -> TokenStream {
+    struct State {
+        inner: TokenStream,
+        seen_text: bool,
+        done: bool,
+    }
+    let state = State {
+        inner: stream,
+        seen_text: false,
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |mut state| async move {
+            if state.done {
+                return None;
+            }
+            let total = started + timeouts.total;
+            let (deadline, which) = if state.seen_text {
+                (Instant::now() + timeouts.idle, "idle")
+            } else {
+                (started + timeouts.first_token, "first_token")
+            };
+            let (deadline, which, after) = if total <= deadline {
+                (total, "total", timeouts.total)
+            } else if which == "idle" {
+                (deadline, which, timeouts.idle)
+            } else {
+                (deadline, which, timeouts.first_token)
+            };
+            match tokio::time::timeout_at(deadline, state.inner.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    if matches!(&chunk, Chunk::Text(text) if !text.is_empty()) {
+                        state.seen_text = true;
+                    }
+                    Some((Ok(chunk), state))
+                }
+                Ok(Some(Err(error))) => {
+                    state.done = true;
+                    Some((Err(error), state))
+                }
+                Ok(None) => None,
+                Err(_) => {
+                    state.done = true;
+                    let error = timeout_error(which, after, !state.seen_text);
+                    Some((Err(error), state))
+                }
+            }
+        },
+    ))
+}
+
+/// The error of a refused request, from its status and body.
+pub fn status_error(status: u16, body: &str, retry_after: Option<Duration>) -> LlmError {
+    let (code, retryable) = match status {
+        401 | 403 => ("upstream_auth_failed", false),
+        404 => ("upstream_not_found", false),
+        408 => ("upstream_timeout", true),
+        429 => ("upstream_rate_limited", true),
+        400 | 413 | 422 => ("upstream_bad_request", false),
+        500..=599 => ("upstream_unavailable", true),
+        _ => ("upstream_error", false),
+    };
+    let detail = match serde_json::from_str::<Value>(body) {
+        Ok(value) => error_detail(&value).unwrap_or_else(|| short(body)),
+        Err(_) => short(body),
+    };
+    let mut error = LlmError::new(
+        code,
+        format!("the model server answered HTTP {status}: {detail}"),
+        retryable,
+    );
+    error.retry_after = retry_after;
+    error
+}
+
+/// An error the model server sent inside a stream (after HTTP 200), in any of the
+/// known shapes: `{"error": {"message", "type", "code"}}` (OpenAI, vLLM, llama.cpp),
+/// `{"error": "...", "error_type": "..."}` (TGI), `{"error": "..."}` (Ollama).
+/// `None` if `value` is not an error.
+pub fn stream_error(value: &Value) -> Option<LlmError> {
+    let detail = error_detail(value)?;
+    Some(LlmError::new(
+        "upstream_error",
+        format!("the model server reported an error: {detail}"),
+        true,
+    ))
+}
+
+/// The human part of an error object, with its type when there is one.
+fn error_detail(value: &Value) -> Option<String> {
+    let error = value.get("error")?;
+    let (message, kind) = match error {
+        Value::String(message) => (
+            message.clone(),
+            value
+                .get("error_type")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+        Value::Object(object) => (
+            object
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| short(&error.to_string()), str::to_owned),
+            object
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| {
+                    object
+                        .get("code")
+                        .map(|c| c.to_string().trim_matches('"').to_owned())
+                }),
+        ),
+        Value::Null => return None,
+        other => (short(&other.to_string()), None),
+    };
+    Some(match kind {
+        Some(kind) if !kind.is_empty() => format!("{message} ({kind})"),
+        _ => message,
+    })
+}
+
+/// At most 300 characters of an upstream text, for an error message.
+fn short(text: &str) -> String {
+    const MAX: usize = 300;
+    let text = text.trim();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None if text.is_empty() => "(empty body)".to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from model servers and read
+/// as absent).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The error of a request that failed before any answer (connection refused, reset,
+/// connect timeout). reqwest's message names the URL, never the headers, so no
+/// credential can leak into it.
+pub fn request_error(error: &reqwest::Error, timeouts: &Timeouts) -> LlmError {
+    if error.is_connect() && error.is_timeout() {
+        return timeout_error("connect", timeouts.connect, true);
+    }
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let code = if error.is_connect() {
+        "upstream_unreachable"
+    } else {
+        "upstream_connection_failed"
+    };
+    LlmError::new(
+        code,
+        format!("cannot reach the model server: {message}"),
+        true,
+    )
+}
+
+/// The stream broke: the connection dropped or the body could not be read.
+pub fn body_error(error: &reqwest::Error) -> LlmError {
+    LlmError::new(
+        "upstream_disconnected",
+        format!("the connection to the model server broke: {error}"),
+        true,
+    )
+}
+
+/// The body ended without the end-of-answer marker: the answer is incomplete.
+pub fn incomplete() -> LlmError {
+    LlmError::new(
+        "upstream_incomplete",
+        "the model server closed the stream before the answer was finished",
+        true,
+    )
+}
+
+/// Token counts from an OpenAI-style `usage` object.
+pub fn usage(value: &Value) -> Option<tidewire_protocol::Usage> {
+    let prompt = value.get("prompt_tokens")?.as_u64()?;
+    let completion = value
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Some(tidewire_protocol::Usage::new(prompt, completion))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_known_error_shape_is_read() {
+        let openai =
+            json!({"error": {"message": "model overloaded", "type": "server_error", "code": null}});
+        assert!(
+            stream_error(&openai)
+                .unwrap()
+                .message
+                .contains("model overloaded (server_error)")
+        );
+        let tgi = json!({"error": "Input validation error", "error_type": "validation"});
+        assert!(
+            stream_error(&tgi)
+                .unwrap()
+                .message
+                .contains("Input validation error (validation)")
+        );
+        let ollama = json!({"error": "model 'x' not found"});
+        assert!(
+            stream_error(&ollama)
+                .unwrap()
+                .message
+                .contains("model 'x' not found")
+        );
+        assert!(stream_error(&json!({"choices": []})).is_none());
+        assert!(stream_error(&json!({"error": null})).is_none());
+    }
+
+    #[test]
+    fn statuses_map_to_codes() {
+        let error = status_error(
+            429,
+            "{\"error\":{\"message\":\"slow down\"}}",
+            Some(Duration::from_secs(2)),
+        );
+        assert_eq!(error.code, "upstream_rate_limited");
+        assert!(error.retryable);
+        assert_eq!(error.retry_after, Some(Duration::from_secs(2)));
+        assert!(error.message.contains("slow down"));
+        let error = status_error(401, "<html>denied</html>", None);
+        assert_eq!(error.code, "upstream_auth_failed");
+        assert!(!error.retryable);
+        assert!(status_error(503, "", None).retryable);
+        assert!(status_error(503, "", None).message.contains("(empty body)"));
+    }
+}

@@ -1,0 +1,324 @@
+//! OpenAI-compatible upstreams: `POST {url}/chat/completions` with `stream: true`,
+//! read with tidewire-sse, tolerant of what real servers send (vLLM, llama.cpp's
+//! server, Ollama's `/v1`, TGI, hosted APIs).
+
+use std::collections::VecDeque;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::http::{self, Timeouts};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, PromptRole, TokenStream};
+
+/// An OpenAI-compatible chat completions server.
+pub struct OpenAi {
+    model: String,
+    endpoint: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+    timeouts: Timeouts,
+    limits: tidewire_sse::Limits,
+}
+
+impl std::fmt::Debug for OpenAi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("OpenAi")
+            .field("model", &self.model)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAi {
+    /// A backend for `model` at `base_url` (ending before `/chat/completions`, such
+    /// as `http://127.0.0.1:11434/v1`).
+    pub fn new(
+        base_url: &str,
+        model: &str,
+        api_key: Option<String>,
+        timeouts: Timeouts,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .build()?;
+        Ok(Self {
+            model: model.to_owned(),
+            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+            http,
+            timeouts,
+            limits: tidewire_sse::Limits::default(),
+        })
+    }
+
+    fn body(&self, request: &GenerationRequest, include_usage: bool) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    PromptRole::System => "system",
+                    PromptRole::User => "user",
+                    PromptRole::Assistant => "assistant",
+                };
+                json!({"role": role, "content": m.content})
+            })
+            .collect();
+        let mut body = json!({
+            "model": self.model,
+            "messages": messages,
+            "stream": true,
+            "max_tokens": request.max_tokens,
+        });
+        if include_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    }
+}
+
+#[async_trait]
+impl Backend for OpenAi {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
+        let started = Instant::now();
+        // Ask for usage; a server that refuses `stream_options` gets the request again
+        // without it, once.
+        let mut include_usage = true;
+        let response = loop {
+            let mut post = self
+                .http
+                .post(&self.endpoint)
+                .json(&self.body(&request, include_usage));
+            if let Some(key) = &self.api_key {
+                post = post.bearer_auth(key);
+            }
+            let response =
+                match tokio::time::timeout_at(started + self.timeouts.first_token, post.send())
+                    .await
+                {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(error)) => return Err(http::request_error(&error, &self.timeouts)),
+                    Err(_) => {
+                        return Err(http::timeout_error(
+                            "first_token",
+                            self.timeouts.first_token,
+                            true,
+                        ));
+                    }
+                };
+            let status = response.status().as_u16();
+            if response.status().is_success() {
+                break response;
+            }
+            let retry_after = http::retry_after(response.headers());
+            let text = response.text().await.unwrap_or_default();
+            if include_usage && matches!(status, 400 | 422) && text.contains("stream_options") {
+                tracing::debug!(model = %self.model, "the server refused stream_options; asking without");
+                include_usage = false;
+                continue;
+            }
+            return Err(http::status_error(status, &text, retry_after));
+        };
+        let is_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let stream: TokenStream = if is_json {
+            // A JSON error with no SSE framing, or the whole answer from a server that
+            // ignored `stream: true`.
+            let text = response.text().await.map_err(|e| http::body_error(&e))?;
+            Box::pin(futures_util::stream::iter(whole_body(&text)))
+        } else {
+            // Anything else is read as an event stream, whatever its Content-Type says.
+            let decoder = tidewire_sse::Decoder::with_limits(self.limits).field_as_event("error");
+            Box::pin(ChunkStream::new(response.bytes_stream().boxed(), decoder).into_stream())
+        };
+        Ok(Generation {
+            model: self.model.clone(),
+            stream: http::with_timeouts(stream, self.timeouts, started),
+        })
+    }
+}
+
+/// A body that is one JSON document: an error, or a complete answer.
+fn whole_body(text: &str) -> Vec<Result<Chunk, LlmError>> {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return vec![Err(LlmError::new(
+            "upstream_protocol_error",
+            "the model server answered with neither an event stream nor JSON",
+            true,
+        ))];
+    };
+    if let Some(error) = http::stream_error(&value) {
+        return vec![Err(error)];
+    }
+    let choice = &value["choices"][0];
+    let mut chunks = Vec::new();
+    if let Some(content) = choice["message"]["content"].as_str() {
+        chunks.push(Ok(Chunk::Text(content.to_owned())));
+    }
+    if let Some(reason) = choice["finish_reason"].as_str() {
+        chunks.push(Ok(Chunk::Finish(reason.to_owned())));
+    }
+    if let Some(usage) = http::usage(&value["usage"]) {
+        chunks.push(Ok(Chunk::Usage(usage)));
+    }
+    if chunks.is_empty() {
+        chunks.push(Err(LlmError::new(
+            "upstream_protocol_error",
+            "the model server's JSON answer holds no message",
+            true,
+        )));
+    }
+    chunks
+}
+
+/// The chunks of an OpenAI-style event stream.
+struct ChunkStream {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    decoder: tidewire_sse::Decoder,
+    pending: VecDeque<Result<Chunk, LlmError>>,
+    /// `[DONE]`, an error, or the end of the body was seen: nothing more is read.
+    ended: bool,
+    finish_seen: bool,
+}
+
+impl ChunkStream {
+    fn new(
+        body: BoxStream<'static, reqwest::Result<Bytes>>,
+        decoder: tidewire_sse::Decoder,
+    ) -> Self {
+        Self {
+            body,
+            decoder,
+            pending: VecDeque::new(),
+            ended: false,
+            finish_seen: false,
+        }
+    }
+
+    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Chunk, LlmError>> + Send {
+        futures_util::stream::unfold(self, |mut this| async move {
+            loop {
+                if let Some(item) = this.pending.pop_front() {
+                    return Some((item, this));
+                }
+                if this.ended {
+                    return None;
+                }
+                match this.body.next().await {
+                    Some(Ok(bytes)) => {
+                        this.decoder.push(&bytes);
+                        this.drain_events();
+                    }
+                    Some(Err(error)) => this.end_with(Err(http::body_error(&error))),
+                    None => {
+                        // An end of body without a finish reason or [DONE] is an
+                        // incomplete answer, not a success.
+                        if !this.finish_seen {
+                            this.end_with(Err(http::incomplete()));
+                        }
+                        this.ended = true;
+                    }
+                }
+            }
+        })
+    }
+
+    fn end_with(&mut self, item: Result<Chunk, LlmError>) {
+        self.pending.push_back(item);
+        self.ended = true;
+    }
+
+    fn drain_events(&mut self) {
+        while !self.ended {
+            let Some(next) = self.decoder.next_owned() else {
+                return;
+            };
+            let event = match next {
+                Ok(event) => event,
+                Err(error) => {
+                    let error = LlmError::new(
+                        "upstream_protocol_error",
+                        format!("the model server's stream is malformed: {error}"),
+                        true,
+                    );
+                    self.end_with(Err(error));
+                    return;
+                }
+            };
+            let is_error = event.event() == "error";
+            let data = event.data().trim();
+            if data == "[DONE]" {
+                self.finish_seen = true;
+                self.ended = true;
+                return;
+            }
+            let value: Value = match serde_json::from_str(data) {
+                Ok(value) => value,
+                Err(_) if is_error => {
+                    self.end_with(Err(LlmError::new(
+                        "upstream_error",
+                        format!("the model server reported an error: {data}"),
+                        true,
+                    )));
+                    return;
+                }
+                Err(_) => {
+                    // A line that is not JSON (a proxy's junk, a truncated chunk) is
+                    // skipped, not fatal: the answer around it is still good.
+                    tracing::warn!(line = %data.chars().take(120).collect::<String>(), "skipping a malformed line from the model server");
+                    continue;
+                }
+            };
+            if let Some(error) = http::stream_error(&value) {
+                self.end_with(Err(error));
+                return;
+            }
+            if is_error {
+                let error = LlmError::new(
+                    "upstream_error",
+                    format!("the model server reported an error: {value}"),
+                    true,
+                );
+                self.end_with(Err(error));
+                return;
+            }
+            self.read_chunk(&value);
+        }
+    }
+
+    /// Text, finish reason and usage of one chunk; tool calls, reasoning and unknown
+    /// fields are not part of the answer text.
+    fn read_chunk(&mut self, value: &Value) {
+        if let Some(choice) = value
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        {
+            let delta = &choice["delta"];
+            for field in ["content", "refusal"] {
+                if let Some(text) = delta[field].as_str().filter(|t| !t.is_empty()) {
+                    self.pending.push_back(Ok(Chunk::Text(text.to_owned())));
+                }
+            }
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                self.finish_seen = true;
+                self.pending.push_back(Ok(Chunk::Finish(reason.to_owned())));
+            }
+        }
+        if let Some(usage) = value.get("usage").and_then(http::usage) {
+            self.pending.push_back(Ok(Chunk::Usage(usage)));
+        }
+    }
+}

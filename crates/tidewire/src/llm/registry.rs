@@ -1,0 +1,123 @@
+//! [`Backends`]: the configured model backends by name, and the failover chain of a
+//! request (the chosen backend, then the fallback list).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Backend, Failover, Ollama, OpenAi, Synthetic, Timeouts};
+use crate::config::{BackendConfig, BackendKind, Config};
+
+/// The first retry of a failed upstream request waits this long (then doubles).
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// A request named a backend that is not configured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no backend named {0:?} is configured")]
+pub struct UnknownBackend(pub String);
+
+/// The configured backends.
+pub struct Backends {
+    named: BTreeMap<String, Arc<dyn Backend>>,
+    default: String,
+    fallback: Vec<String>,
+    attempts: u32,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("names", &self.named.keys().collect::<Vec<_>>())
+            .field("default", &self.default)
+            .field("fallback", &self.fallback)
+            .finish()
+    }
+}
+
+impl Backends {
+    /// The backends of the configuration: `synthetic` always, every `[llm.backends]`
+    /// entry, and with `llm_url` one named `default`, which is then the default.
+    pub fn from_config(config: &Config) -> Result<Self, reqwest::Error> {
+        let mut named: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+        named.insert("synthetic".into(), Arc::new(Synthetic));
+        for (name, backend) in &config.llm.backends {
+            named.insert(name.clone(), build(backend)?);
+        }
+        let mut default = config.llm.default.clone();
+        if let (Some(url), Some(model)) = (&config.llm_url, &config.llm_model) {
+            let key = config
+                .llm_api_key
+                .as_ref()
+                .map(|key| key.expose().to_owned());
+            named.insert(
+                "default".into(),
+                Arc::new(OpenAi::new(url, model, key, Timeouts::default())?),
+            );
+            default = "default".into();
+        }
+        Ok(Self {
+            named,
+            default,
+            fallback: config.llm.fallback.clone(),
+            attempts: config.llm.attempts,
+        })
+    }
+
+    /// Only the synthetic backend.
+    pub fn synthetic() -> Self {
+        Self {
+            named: BTreeMap::from([(
+                "synthetic".to_owned(),
+                Arc::new(Synthetic) as Arc<dyn Backend>,
+            )]),
+            default: "synthetic".into(),
+            fallback: Vec::new(),
+            attempts: 1,
+        }
+    }
+
+    /// The name of the default backend.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// The backend for a request: `name` (or the default), then the fallback list.
+    pub fn select(&self, name: Option<&str>) -> Result<Arc<dyn Backend>, UnknownBackend> {
+        let name = name.unwrap_or(&self.default);
+        let first = self
+            .named
+            .get(name)
+            .ok_or_else(|| UnknownBackend(name.to_owned()))?;
+        let mut chain = vec![Arc::clone(first)];
+        for other in self.fallback.iter().filter(|other| *other != name) {
+            if let Some(backend) = self.named.get(other) {
+                chain.push(Arc::clone(backend));
+            }
+        }
+        Ok(Arc::new(Failover::new(chain, self.attempts, BACKOFF)))
+    }
+}
+
+fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, reqwest::Error> {
+    let defaults = Timeouts::default();
+    let span = |value: Option<crate::config::Span>, default: Duration| {
+        value.map_or(default, |span| span.0)
+    };
+    let timeouts = Timeouts {
+        connect: span(config.connect_timeout, defaults.connect),
+        first_token: span(config.first_token_timeout, defaults.first_token),
+        idle: span(config.idle_timeout, defaults.idle),
+        total: span(config.total_timeout, defaults.total),
+    };
+    // Validation made sure remote kinds have both.
+    let url = config.url.as_deref().unwrap_or_default();
+    let model = config.model.as_deref().unwrap_or_default();
+    Ok(match config.kind {
+        BackendKind::Openai => {
+            let key = config.api_key.as_ref().map(|key| key.expose().to_owned());
+            Arc::new(OpenAi::new(url, model, key, timeouts)?)
+        }
+        BackendKind::Ollama => Arc::new(Ollama::new(url, model, timeouts)?),
+        BackendKind::Synthetic => Arc::new(Synthetic),
+    })
+}

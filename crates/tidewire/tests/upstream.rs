@@ -1,0 +1,655 @@
+//! Real model upstreams, played back by a mock server on a random port: the wire
+//! shape of each server, every error shape, timeouts, retries, fallback and cancel.
+//! Each case asserts the exact events a client receives and what is stored.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::upstream::{MockUpstream, start_upstream};
+use support::{Stream, TestApp, read_events, spawn_app_with};
+use tidewire::Config;
+use tidewire::config::{BackendConfig, BackendKind, Secret, Span};
+
+fn backend(kind: BackendKind, url: String) -> BackendConfig {
+    BackendConfig {
+        kind,
+        url: Some(url),
+        model: Some("test-model".into()),
+        api_key: None,
+        connect_timeout: None,
+        first_token_timeout: None,
+        idle_timeout: None,
+        total_timeout: None,
+    }
+}
+
+/// The server with `backend` as its default backend, named `up`.
+async fn app_with(backend: BackendConfig, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with(|config| {
+        config.llm.backends.insert("up".into(), backend);
+        config.llm.default = "up".into();
+        tweak(config);
+    })
+    .await
+}
+
+async fn openai_app(mock: &MockUpstream, scenario: &str) -> TestApp {
+    app_with(
+        backend(BackendKind::Openai, mock.openai_url(scenario)),
+        |_| {},
+    )
+    .await
+}
+
+async fn ask(app: &TestApp, message: &str) -> Stream {
+    app.chat_stream(json!({"message": message})).await
+}
+
+/// The events as short strings: `token Hello`, `error upstream_error`, `done failed`,
+/// and `metadata` with the model, usage and finish reason.
+fn shape(stream: &Stream) -> Vec<String> {
+    stream
+        .events
+        .iter()
+        .map(|event| match event.name.as_str() {
+            "token" => format!("token {}", event.data["token"].as_str().unwrap()),
+            "stage" => format!("stage {}", event.data["stage"].as_str().unwrap()),
+            "error" => format!("error {}", event.data["code"].as_str().unwrap()),
+            "done" => format!("done {}", event.data["status"].as_str().unwrap()),
+            "metadata" => {
+                let usage = &event.data["usage"];
+                let mut text = format!(
+                    "metadata {} {}/{}",
+                    event.data["model"].as_str().unwrap(),
+                    usage["prompt_tokens"],
+                    usage["completion_tokens"]
+                );
+                if let Some(reason) = event.data["finish_reason"].as_str() {
+                    text.push_str(&format!(" {reason}"));
+                }
+                if event.data["usage_estimated"] == json!(true) {
+                    text.push_str(" estimated");
+                }
+                text
+            }
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+fn error_message(stream: &Stream) -> String {
+    let error = stream
+        .events
+        .iter()
+        .find(|e| e.name == "error")
+        .expect("an error event");
+    error.data["error"].as_str().unwrap().to_owned()
+}
+
+async fn stored_answer(app: &TestApp, stream: &Stream) -> Value {
+    app.messages(&stream.conversation_id()).await[1].clone()
+}
+
+#[tokio::test]
+async fn openai_stream_with_usage_chunk_and_obfuscation() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "openai").await;
+    let stream = ask(&app, "hello?").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Hello",
+            "token  world",
+            "metadata test-model 9/2 stop",
+            "done complete"
+        ]
+    );
+    let stored = stored_answer(&app, &stream).await;
+    assert_eq!(stored["content"], "Hello world");
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["model"], "test-model");
+    assert_eq!(stored["usage"]["prompt_tokens"], 9);
+    let request = &mock.requests("openai")[0];
+    assert_eq!(request["model"], "test-model");
+    assert_eq!(request["stream"], true);
+    assert_eq!(request["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        request["messages"],
+        json!([{"role": "user", "content": "hello?"}])
+    );
+    assert_eq!(request["max_tokens"], 64);
+}
+
+#[tokio::test]
+async fn vllm_error_after_tokens_keeps_the_partial_answer() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "vllm-error").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Partial",
+            "token  answer",
+            "error upstream_error",
+            "metadata test-model 1/2 estimated",
+            "done failed"
+        ]
+    );
+    assert!(error_message(&stream).contains("CUDA out of memory (InternalServerError)"));
+    let stored = stored_answer(&app, &stream).await;
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(stored["content"], "Partial answer");
+    // An error after the first token is not retried.
+    assert_eq!(mock.requests("vllm-error").len(), 1);
+}
+
+#[tokio::test]
+async fn llama_cpp_timings_and_its_error_field() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "llamacpp").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Llama",
+            "token  says",
+            "metadata test-model 4/2 stop",
+            "done complete"
+        ]
+    );
+
+    let app = openai_app(&mock, "llamacpp-error").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Before",
+            "error upstream_error",
+            "metadata test-model 1/1 estimated",
+            "done failed"
+        ]
+    );
+    assert!(error_message(&stream).contains("exceeds the available context size"));
+    assert_eq!(stored_answer(&app, &stream).await["content"], "Before");
+}
+
+#[tokio::test]
+async fn ollama_native_ndjson() {
+    let mock = start_upstream().await;
+    let app = app_with(
+        backend(BackendKind::Ollama, mock.ollama_url("ollama")),
+        |_| {},
+    )
+    .await;
+    let stream = app
+        .chat_stream(json!({"message": "hi", "options": {"max_tokens": 10}}))
+        .await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Native",
+            "token  answer",
+            "metadata test-model 7/2 stop",
+            "done complete"
+        ]
+    );
+    let request = &mock.requests("ollama")[0];
+    assert_eq!(request["options"]["num_predict"], 10);
+    assert_eq!(request["stream"], true);
+    assert_eq!(
+        stored_answer(&app, &stream).await["content"],
+        "Native answer"
+    );
+
+    let app = app_with(
+        backend(BackendKind::Ollama, mock.ollama_url("ollama-error")),
+        |_| {},
+    )
+    .await;
+    let stream = ask(&app, "hi").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Half",
+            "error upstream_error",
+            "metadata test-model 1/1 estimated",
+            "done failed"
+        ]
+    );
+    assert!(error_message(&stream).contains("an error was encountered while running the model"));
+
+    let app = app_with(
+        backend(BackendKind::Ollama, mock.ollama_url("ollama-missing")),
+        |_| {},
+    )
+    .await;
+    let stream = ask(&app, "hi").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "error upstream_not_found",
+            "metadata test-model 1/0 estimated",
+            "done failed"
+        ]
+    );
+    assert!(error_message(&stream).contains("not found, try pulling it first"));
+}
+
+#[tokio::test]
+async fn ollama_openai_compatible_endpoint() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "ollama-v1").await;
+    let stream = ask(&app, "hi").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Hi",
+            "metadata test-model 3/1 stop",
+            "done complete"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn tgi_without_space_crlf_and_no_done() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "tgi").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Text",
+            "token  gen",
+            "metadata test-model 1/2 length estimated",
+            "done complete"
+        ]
+    );
+
+    let app = openai_app(&mock, "tgi-error").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(shape(&stream)[2], "error upstream_error");
+    assert!(
+        error_message(&stream).contains("Input validation error: inputs too long (validation)")
+    );
+}
+
+#[tokio::test]
+async fn comments_multiline_data_reasoning_and_tool_calls_do_not_break_the_answer() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "tolerant").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Multi",
+            "token  line",
+            "metadata test-model 1/2 stop estimated",
+            "done complete"
+        ]
+    );
+    assert_eq!(
+        stored_answer(&app, &stream).await["content"],
+        "Multi line",
+        "no reasoning in the answer"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_line_is_skipped_and_a_one_megabyte_line_passes() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "malformed").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Good",
+            "token  still",
+            "metadata test-model 1/2 stop estimated",
+            "done complete"
+        ]
+    );
+
+    let app = openai_app(&mock, "huge").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        stream.events[2].data["token"].as_str().unwrap().len(),
+        1024 * 1024
+    );
+    assert_eq!(stream.last().data["status"], "complete");
+    assert_eq!(
+        stored_answer(&app, &stream).await["content"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1024 * 1024
+    );
+}
+
+#[tokio::test]
+async fn an_end_of_body_without_a_finish_is_incomplete_not_success() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "incomplete").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Cut",
+            "token  short",
+            "error upstream_incomplete",
+            "metadata test-model 1/2 estimated",
+            "done failed"
+        ]
+    );
+    let error = stream.events.iter().find(|e| e.name == "error").unwrap();
+    assert_eq!(error.data["retryable"], true);
+    let stored = stored_answer(&app, &stream).await;
+    assert_eq!(
+        (stored["status"].as_str(), stored["content"].as_str()),
+        (Some("failed"), Some("Cut short"))
+    );
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_stream_keeps_the_partial_answer() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "drop").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token One",
+            "token  two",
+            "error upstream_disconnected",
+            "metadata test-model 1/2 estimated",
+            "done failed"
+        ]
+    );
+    assert_eq!(stored_answer(&app, &stream).await["content"], "One two");
+}
+
+#[tokio::test]
+async fn a_slow_first_token_times_out_while_keepalives_flow() {
+    let mock = start_upstream().await;
+    let mut up = backend(BackendKind::Openai, mock.openai_url("slow-first"));
+    up.first_token_timeout = Some(Span(Duration::from_millis(400)));
+    let app = app_with(up, |config| {
+        config.keepalive = Duration::from_millis(100);
+        config.llm.attempts = 1;
+    })
+    .await;
+    let started = Instant::now();
+    let stream = ask(&app, "q").await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "error upstream_first_token_timeout",
+            "metadata test-model 1/0 estimated",
+            "done failed"
+        ]
+    );
+    let keepalives = String::from_utf8_lossy(&stream.bytes)
+        .matches(": keepalive")
+        .count();
+    assert!(keepalives >= 3, "keepalives while waiting: {keepalives}");
+}
+
+#[tokio::test]
+async fn a_stall_mid_stream_is_an_idle_timeout_with_the_partial_answer_kept() {
+    let mock = start_upstream().await;
+    let mut up = backend(BackendKind::Openai, mock.openai_url("stall"));
+    up.idle_timeout = Some(Span(Duration::from_millis(300)));
+    let app = app_with(up, |_| {}).await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token Stalled",
+            "token  here",
+            "error upstream_idle_timeout",
+            "metadata test-model 1/2 estimated",
+            "done failed"
+        ]
+    );
+    assert_eq!(
+        stored_answer(&app, &stream).await["content"],
+        "Stalled here"
+    );
+    assert_eq!(
+        mock.requests("stall").len(),
+        1,
+        "no retry after the first token"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "429").await;
+    let started = Instant::now();
+    let stream = ask(&app, "q").await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token After",
+            "token  waiting",
+            "metadata test-model 1/2 stop estimated",
+            "done complete"
+        ]
+    );
+    assert_eq!(mock.requests("429").len(), 2);
+}
+
+#[tokio::test]
+async fn a_500_is_retried_then_falls_back_to_the_next_backend() {
+    let mock = start_upstream().await;
+    let app = app_with(
+        backend(BackendKind::Openai, mock.openai_url("500")),
+        |config| {
+            config.llm.fallback = vec!["synthetic".into()];
+        },
+    )
+    .await;
+    let stream = app
+        .chat_stream(json!({"message": "q", "options": {"max_tokens": 3, "tokens_per_second": 0}}))
+        .await;
+    let events = shape(&stream);
+    assert_eq!(
+        events[2..5]
+            .iter()
+            .filter(|s| s.starts_with("token "))
+            .count(),
+        3
+    );
+    assert!(events[5].starts_with("metadata synthetic "), "{events:?}");
+    assert_eq!(events[6], "done complete");
+    assert_eq!(
+        mock.requests("500").len(),
+        2,
+        "two attempts on the failing backend"
+    );
+    assert_eq!(stored_answer(&app, &stream).await["model"], "synthetic");
+
+    // Without a fallback the error reaches the client.
+    let app = openai_app(&mock, "500").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "error upstream_unavailable",
+            "metadata test-model 1/0 estimated",
+            "done failed"
+        ]
+    );
+    assert!(error_message(&stream).contains("upstream exploded"));
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_stream_options_is_asked_again_without() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "no-stream-options").await;
+    let stream = ask(&app, "hello there").await;
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "token No",
+            "token  usage",
+            "metadata test-model 3/2 stop estimated",
+            "done complete"
+        ]
+    );
+    let requests = mock.requests("no-stream-options");
+    assert_eq!(requests.len(), 2);
+    assert!(requests[0].get("stream_options").is_some());
+    assert!(requests[1].get("stream_options").is_none());
+}
+
+#[tokio::test]
+async fn a_json_error_body_without_sse_framing() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "json-error").await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(shape(&stream)[2], "error upstream_error");
+    assert!(error_message(&stream).contains("model not loaded"));
+}
+
+#[tokio::test]
+async fn the_api_key_is_sent_but_never_shown() {
+    let mock = start_upstream().await;
+    let mut up = backend(BackendKind::Openai, mock.openai_url("auth"));
+    up.api_key = Some("sk-test-SECRET-123".parse::<Secret>().unwrap());
+    let app = app_with(up, |_| {}).await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(shape(&stream)[2], "error upstream_auth_failed");
+    assert_eq!(
+        mock.authorization(),
+        [Some("Bearer sk-test-SECRET-123".to_owned())],
+        "sent once, not retried"
+    );
+    assert!(!String::from_utf8_lossy(&stream.bytes).contains("SECRET"));
+    let (_, messages) = app
+        .get_json(&format!(
+            "/api/conversations/{}/messages",
+            stream.conversation_id()
+        ))
+        .await;
+    assert!(!messages.to_string().contains("SECRET"));
+}
+
+#[tokio::test]
+async fn cancel_closes_the_upstream_connection_within_100ms() {
+    let mock = start_upstream().await;
+    let app = openai_app(&mock, "slow").await;
+    let response = app.chat(json!({"message": "long"})).await;
+    let mut body = response.bytes_stream();
+    let seen = read_events(&mut body, 5).await;
+    let run_id = seen[0].data["run_id"].as_str().unwrap().to_owned();
+    assert!(mock.dropped_at().is_empty());
+    let cancelled = Instant::now();
+    let (status, _) = app.post_json(&format!("/api/runs/{run_id}/cancel")).await;
+    assert_eq!(status, 200);
+    let dropped = app
+        .eventually(Duration::from_secs(5), || async {
+            mock.dropped_at().first().copied()
+        })
+        .await;
+    let after = dropped.saturating_duration_since(cancelled);
+    assert!(
+        after < Duration::from_millis(100),
+        "upstream closed {after:?} after the cancel"
+    );
+    let mut rest = Vec::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        rest.extend_from_slice(&chunk);
+    }
+    let (events, _) = support::decode(&rest);
+    assert_eq!(events.last().unwrap().data, json!({"status": "cancelled"}));
+}
+
+#[tokio::test]
+async fn one_backend_from_the_environment_variables_is_the_default() {
+    let mock = start_upstream().await;
+    let app = spawn_app_with(|config| {
+        config.llm_url = Some(mock.openai_url("openai"));
+        config.llm_model = Some("env-model".into());
+    })
+    .await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(shape(&stream)[4], "metadata env-model 9/2 stop");
+    assert_eq!(mock.requests("openai")[0]["model"], "env-model");
+    // The synthetic backend stays reachable by name.
+    let synthetic = app
+        .chat_stream(json!({"message": "q", "options": {"backend": "synthetic", "max_tokens": 2}}))
+        .await;
+    assert!(shape(&synthetic)[4].starts_with("metadata synthetic"));
+}
+
+#[tokio::test]
+async fn the_system_prompt_and_the_conversation_go_with_the_question() {
+    let mock = start_upstream().await;
+    let app = app_with(
+        backend(BackendKind::Openai, mock.openai_url("openai")),
+        |config| {
+            config.llm.system_prompt = Some("Answer briefly.".into());
+        },
+    )
+    .await;
+    let first = ask(&app, "first question").await;
+    let second = app
+        .chat_stream(
+            json!({"message": "second question", "conversation_id": first.conversation_id()}),
+        )
+        .await;
+    assert_eq!(second.conversation_id(), first.conversation_id());
+    let requests = mock.requests("openai");
+    assert_eq!(
+        requests[1]["messages"],
+        json!([
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "Hello world"},
+            {"role": "user", "content": "second question"},
+        ])
+    );
+}
