@@ -242,6 +242,22 @@ def write_report(results, out, quick):
         add(f"| peer: first token over HTTP | {fmt(po['through_server']['p50_ms'], 3)} | {fmt(po['through_server']['p99_ms'], 3)} |")
     add("")
 
+    # In front of a model server.
+    tu = r("upstream", "tidewire")
+    add("## Gateway overhead in front of a model server")
+    add("")
+    add("tidewire configured with `TIDEWIRE_LLM_URL` pointing at a zero-delay OpenAI-compatible")
+    add("mock (`tidewire bench mock-upstream`); `tidewire bench upstream` alternates sequential")
+    add("requests straight to the mock and through tidewire, timing the first token of each.")
+    add("")
+    add("| | p50 (ms) | p99 (ms) |")
+    add("|---|---:|---:|")
+    if tu:
+        add(f"| first token through tidewire | {fmt(tu['through_server']['p50_ms'], 3)} | {fmt(tu['through_server']['p99_ms'], 3)} |")
+        add(f"| first token straight from the model server | {fmt(tu['straight_from_upstream']['p50_ms'], 3)} | {fmt(tu['straight_from_upstream']['p99_ms'], 3)} |")
+        add(f"| **tidewire overhead** | **{fmt(tu['overhead_p50_ms'], 3)}** | **{fmt(tu['overhead_p99_ms'], 3)}** |")
+    add("")
+
     # Codec.
     rows = codec_rows(os.path.join(os.path.dirname(os.path.abspath(results)), "..", "target", "criterion"))
     add("## The decoder: tidewire-sse beside sseer and eventsource-stream")
@@ -268,7 +284,7 @@ def write_report(results, out, quick):
     add("")
     add("| workload | tidewire run | peer run |")
     add("|---|---:|---:|")
-    names = ["burst", "overhead"] + [f"paced-{c}" for c in cs] + ["idle"] + [f"fanout-{n}" for n in ns]
+    names = ["burst", "overhead"] + [f"paced-{c}" for c in cs] + ["idle"] + [f"fanout-{n}" for n in ns] + ["upstream"]
     for name in names:
         cells = []
         for server in ("tidewire", "peer"):

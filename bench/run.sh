@@ -12,6 +12,7 @@ ROOT=$(pwd)
 RESULTS=${RESULTS:-$ROOT/bench/results}
 TW_PORT=${TW_PORT:-18080}
 PEER_PORT=${PEER_PORT:-18081}
+MOCK_PORT=${MOCK_PORT:-18090}
 QUICK=${QUICK:-0}
 mkdir -p "$RESULTS"
 rm -f "$RESULTS"/*.json
@@ -54,10 +55,11 @@ wait_healthy() {
 }
 
 SERVER_PID=
+# start_tidewire [VAR=value ...]: the extra environment goes to the server.
 start_tidewire() {
     local data
     data=$(mktemp -d)
-    "$TW" serve --addr "127.0.0.1:$TW_PORT" --data-dir "$data" --log warn \
+    env "$@" "$TW" serve --addr "127.0.0.1:$TW_PORT" --data-dir "$data" --log warn \
         --max-concurrent-runs 100000 >"$RESULTS/tidewire.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -108,6 +110,7 @@ if [ "$QUICK" = 1 ]; then
     FANOUT_N=(100 500)
     FANOUT=(--tokens 100 --rate 20)
     OVERHEAD=(-n 300 --tokens 1)
+    UPSTREAM=(-n 300)
 else
     BURST=(-c 100 -n 5000 --tokens 100 --max-time 180)
     PACED_C=(1000 2500 5000 10000)
@@ -116,6 +119,7 @@ else
     FANOUT_N=(1000 10000)
     FANOUT=(--tokens 400 --rate 20 --max-time 180)
     OVERHEAD=(-n 3000 --tokens 1)
+    UPSTREAM=(-n 3000)
 fi
 
 for server in tidewire peer; do
@@ -131,6 +135,22 @@ for server in tidewire peer; do
         bench "fanout-$n" "$server" fanout --subscribers "$n" "${FANOUT[@]}"
     done
 done
+
+log "upstream: tidewire in front of a zero-delay mock model server"
+"$TW" bench mock-upstream --addr "127.0.0.1:$MOCK_PORT" >"$RESULTS/mock-upstream.log" 2>&1 &
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+for _ in $(seq 1 100); do
+    if curl -s -o /dev/null -X POST -H 'content-type: application/json' -d '{"max_tokens":1}' \
+        "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"; then break; fi
+    sleep 0.1
+done
+start_tidewire TIDEWIRE_LLM_URL="http://127.0.0.1:$MOCK_PORT/v1" TIDEWIRE_LLM_MODEL=mock
+"$TW" bench upstream --url "http://127.0.0.1:$TW_PORT/api/chat" \
+    --direct-url "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" --server-pid "$SERVER_PID" --json \
+    "${UPSTREAM[@]}" 2>"$RESULTS/upstream.tidewire.stderr" | tail -n 1 >"$RESULTS/upstream.tidewire.json" || true
+stop_server
+kill -TERM "$MOCK_PID" 2>/dev/null || true
 
 log "decoder benchmark (cargo bench -p tidewire-sse)"
 if [ "$QUICK" = 1 ]; then
