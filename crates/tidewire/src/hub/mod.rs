@@ -290,18 +290,19 @@ impl Hub {
         }
     }
 
-    /// Writes the partial text of every running answer that changed.
+    /// Writes the new text of every running answer that changed.
     async fn flush(&self) {
         let runs: Vec<_> = lock(&self.runs).values().cloned().collect();
         let mut answers = Vec::new();
         let mut flushed = Vec::new();
         for run in runs {
-            if let Some((content, len)) = run.unflushed() {
+            if let Some((position, text)) = run.unflushed() {
+                flushed.push((Arc::clone(&run), position + text.len()));
                 answers.push(PartialAnswer {
                     message_id: run.message_id().to_owned(),
-                    content,
+                    position,
+                    text,
                 });
-                flushed.push((run, len));
             }
         }
         if answers.is_empty() {

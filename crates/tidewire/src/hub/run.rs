@@ -61,6 +61,8 @@ struct RunState {
     log: Log,
     /// Reused to serialize each payload before it is framed into the log.
     scratch: Vec<u8>,
+    /// The newest event's bytes, shared by the subscribers that read it.
+    newest: Option<(usize, Bytes)>,
     status: MessageStatus,
     /// The answer text so far: every `token` appended.
     content: String,
@@ -134,6 +136,7 @@ impl Run {
             state: Mutex::new(RunState {
                 log: Log::default(),
                 scratch: Vec::with_capacity(128),
+                newest: None,
                 status: MessageStatus::Streaming,
                 content: String::new(),
                 flushed_len: 0,
@@ -222,7 +225,8 @@ impl Run {
     /// The bytes of the events from index `next` on (at most [`MAX_BATCH_BYTES`], but
     /// always at least one event), in one buffer.
     pub fn read_from(&self, next: usize) -> Batch {
-        let state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let log = &state.log;
         let len = log.len();
         let next = next.min(len);
@@ -239,7 +243,19 @@ impl Run {
             }
             until.max(next + 1)
         };
-        let bytes = Bytes::copy_from_slice(&log.wire[from..log.start(until)]);
+        let bytes = if until == len && until == next + 1 {
+            // Caught-up subscribers all want the newest event: copy it once and share it.
+            match &state.newest {
+                Some((index, bytes)) if *index == next => bytes.clone(),
+                _ => {
+                    let bytes = Bytes::copy_from_slice(&log.wire[from..]);
+                    state.newest = Some((next, bytes.clone()));
+                    bytes
+                }
+            }
+        } else {
+            Bytes::copy_from_slice(&log.wire[from..log.start(until)])
+        };
         Batch {
             bytes,
             next: until,
@@ -293,11 +309,16 @@ impl Run {
         self.state().content.clone()
     }
 
-    /// The text not yet flushed to the store, with its length, if any.
-    pub fn unflushed(&self) -> Option<(String, usize)> {
+    /// The text not yet flushed to the store, with where it starts, if any.
+    pub fn unflushed(&self) -> Option<(usize, String)> {
         let state = self.state();
-        (state.finished_at.is_none() && state.content.len() > state.flushed_len)
-            .then(|| (state.content.clone(), state.content.len()))
+        // `flushed_len` was the length of the text once, so it is a char boundary.
+        (state.finished_at.is_none() && state.content.len() > state.flushed_len).then(|| {
+            (
+                state.flushed_len,
+                state.content[state.flushed_len..].to_owned(),
+            )
+        })
     }
 
     /// Records that the store holds the first `len` bytes of the text.

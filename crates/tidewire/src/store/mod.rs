@@ -79,13 +79,15 @@ pub struct FinishedMessage {
     pub error: Option<(String, String)>,
 }
 
-/// The partial text of a running answer.
+/// New text of a running answer since its last flush.
 #[derive(Debug, Clone)]
 pub struct PartialAnswer {
     /// The answer.
     pub message_id: String,
-    /// Its text so far.
-    pub content: String,
+    /// Where `text` starts in the answer, in bytes.
+    pub position: usize,
+    /// The text from `position` on.
+    pub text: String,
 }
 
 /// Conversations and messages, durable.
@@ -94,7 +96,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the user message and a `streaming` answer in one transaction, creating
     /// the conversation when none is given.
     async fn start_turn(&self, turn: NewTurn) -> Result<Turn, StoreError>;
-    /// Writes the partial text of running answers, all in one transaction.
+    /// Appends the new text of running answers, all in one transaction. Writing the
+    /// same piece twice changes nothing.
     async fn flush_partial(&self, answers: Vec<PartialAnswer>) -> Result<(), StoreError>;
     /// Writes the final text and status of an answer.
     async fn finish_message(&self, message: FinishedMessage) -> Result<(), StoreError>;

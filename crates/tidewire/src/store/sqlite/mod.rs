@@ -131,7 +131,11 @@ impl From<MessageRow> for Message {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, role, content, status, run_id, model, \
+/// The columns of a message; a running answer's content is its flushed pieces.
+const MESSAGE_COLUMNS: &str = "id, conversation_id, role, \
+                               content || coalesce((SELECT group_concat(p.text, '' ORDER BY p.position) \
+                               FROM answer_parts p WHERE p.message_id = messages.id), '') AS content, \
+                               status, run_id, model, \
                                prompt_tokens, completion_tokens, created_at, updated_at";
 
 #[async_trait]
@@ -281,7 +285,8 @@ mod tests {
         let answer = first.assistant_message_id.clone();
         let flush = store.flush_partial(vec![PartialAnswer {
             message_id: answer.clone(),
-            content: "part".into(),
+            position: 0,
+            text: "part".into(),
         }]);
         let finish = store.finish_message(FinishedMessage {
             message_id: answer.clone(),
@@ -296,7 +301,8 @@ mod tests {
         finished.unwrap();
         let late_flush = store.flush_partial(vec![PartialAnswer {
             message_id: answer.clone(),
-            content: "stale".into(),
+            position: 4,
+            text: "stale".into(),
         }]);
         late_flush.await.unwrap();
         let stored = store
@@ -329,13 +335,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let turn = store.start_turn(turn(None, "crash")).await.unwrap();
-        store
-            .flush_partial(vec![PartialAnswer {
-                message_id: turn.assistant_message_id.clone(),
-                content: "half".into(),
-            }])
+        let piece = |position: usize, text: &str| PartialAnswer {
+            message_id: turn.assistant_message_id.clone(),
+            position,
+            text: text.into(),
+        };
+        store.flush_partial(vec![piece(0, "ha")]).await.unwrap();
+        // A retried piece replaces itself; the next piece follows it.
+        store.flush_partial(vec![piece(0, "ha")]).await.unwrap();
+        store.flush_partial(vec![piece(2, "lf")]).await.unwrap();
+        let running = store
+            .list_messages(&turn.conversation_id)
             .await
+            .unwrap()
             .unwrap();
+        assert_eq!(running[1].content, "half");
+        assert_eq!(running[1].status, MessageStatus::Streaming);
         assert_eq!(store.interrupt_streaming().await.unwrap(), 1);
         let messages = store
             .list_messages(&turn.conversation_id)

@@ -181,7 +181,7 @@ async fn apply_run(
         }
     }
     start_turns(conn, &turns, now, outcomes).await?;
-    let flushed = flush(conn, &answers, now).await?;
+    let flushed = flush(conn, &answers).await?;
     let finished = finish(conn, &finishes, now).await?;
     for &index in run {
         match ops[index] {
@@ -310,22 +310,25 @@ async fn start_turns(
     Ok(())
 }
 
-/// The text of running answers; a finished answer is never overwritten.
+/// The new text of running answers, as pieces; nothing is added to an answer that
+/// is no longer running.
 async fn flush(
     conn: &mut SqliteConnection,
     answers: &[&PartialAnswer],
-    now: i64,
 ) -> Result<u64, sqlx::Error> {
     if answers.is_empty() {
         return Ok(0);
     }
-    let mut query =
-        QueryBuilder::<Sqlite>::new("UPDATE messages SET content = v.column2, updated_at = ");
-    query.push_bind(now).push(" FROM (");
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT OR REPLACE INTO answer_parts (message_id, position, text) \
+         SELECT v.column1, v.column2, v.column3 FROM (",
+    );
     query.push_values(answers, |mut row, answer| {
-        row.push_bind(&answer.message_id).push_bind(&answer.content);
+        row.push_bind(&answer.message_id)
+            .push_bind(i64::try_from(answer.position).unwrap_or(i64::MAX))
+            .push_bind(&answer.text);
     });
-    query.push(") AS v WHERE messages.id = v.column1 AND messages.status = 'streaming'");
+    query.push(") AS v JOIN messages m ON m.id = v.column1 WHERE m.status = 'streaming'");
     Ok(query.build().execute(&mut *conn).await?.rows_affected())
 }
 
@@ -356,7 +359,16 @@ async fn finish(
             .push_bind(text);
     });
     query.push(") AS v WHERE messages.id = v.column1");
-    Ok(query.build().execute(&mut *conn).await?.rows_affected())
+    let rows = query.build().execute(&mut *conn).await?.rows_affected();
+    // The final text holds every piece.
+    let mut parts = QueryBuilder::<Sqlite>::new("DELETE FROM answer_parts WHERE message_id IN (");
+    let mut ids = parts.separated(", ");
+    for message in messages {
+        ids.push_bind(&message.message_id);
+    }
+    parts.push(")");
+    parts.build().execute(&mut *conn).await?;
+    Ok(rows)
 }
 
 async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sqlx::Error> {
