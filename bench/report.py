@@ -68,6 +68,9 @@ def machine():
     except OSError:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    recorded = os.environ.get("BENCH_COMMIT")
+    if recorded:
+        commit = recorded
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,
@@ -130,8 +133,55 @@ def write_report(results, out, quick):
     add("  Server CPU and memory are read from `/proc` (`--server-pid`, children included).")
     add("")
 
-    # Burst.
+    # Summary against the bars and aims of the benchmark's specification.
     tb, pb = r("burst", "tidewire"), r("burst", "peer")
+    ti, to, tu = r("idle", "tidewire"), r("overhead", "tidewire"), r("upstream", "tidewire")
+    cs_all = sorted({int(re.match(r"paced-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"paced-\d+\.", f) and f.endswith(".json")})
+    paced_best = max([c for c in cs_all if paced_ok(r(f"paced-{c}", "tidewire"))], default=None)
+    codec = dict(codec_rows(os.path.join(os.path.dirname(os.path.abspath(results)), "..", "target", "criterion")))
+    def met(ok):
+        return "met" if ok else "**not met**"
+    add("## Summary")
+    add("")
+    add("| figure | target | measured | |")
+    add("|---|---|---|---|")
+    if tb and pb:
+        ev = tb["events_per_s"] / pb["events_per_s"]
+        cpu = pb["server"]["cpu_us_per_event"] / tb["server"]["cpu_us_per_event"]
+        add(f"| burst events/s vs the peer | at least 10× (bar) | {ev:.1f}× | {met(ev >= 10)} |")
+        add(f"| burst server CPU per event vs the peer | at most a tenth (bar) | a {cpu:.1f}th | {met(cpu >= 10)} |")
+    add(f"| paced (500 tokens at 20/s) with p99 lateness under 100 ms | aim: 10,000 streams | {fmt(paced_best, 0)} streams | {met((paced_best or 0) >= 10000)} |")
+    if ti and ti.get("server_bytes_per_stream"):
+        add(f"| memory per idle stream | aim: under 8 KiB | {ti['server_bytes_per_stream'] / 1024:.1f} KiB | {met(ti['server_bytes_per_stream'] < 8192)} |")
+    if to:
+        add(f"| gateway overhead, synthetic, p99 | aim: under 1 ms | {to['overhead_p99_ms']:.3f} ms | {met(to['overhead_p99_ms'] < 1)} |")
+    if tu:
+        add(f"| gateway overhead in front of a model server, p99 | aim: under 1 ms | {tu['overhead_p99_ms']:.3f} ms | {met(tu['overhead_p99_ms'] < 1)} |")
+    for title, rates in codec.items():
+        if title.startswith("(a)") and rates.get("eventsource-stream"):
+            x = rates["tidewire-sse"] / rates["eventsource-stream"]
+            add(f"| decoder {title[4:]} vs eventsource-stream | at least 5× (bar) | {x:.1f}× | {met(x >= 5)} |")
+    for title, rates in codec.items():
+        if rates.get("sseer"):
+            x = rates["tidewire-sse"] / rates["sseer"]
+            add(f"| decoder {title} vs sseer | faster (bar) | {x:.1f}× | {met(x > 1)} |")
+    add("")
+    missed = [c for c in cs_all if c > (paced_best or 0)]
+    over = r(f"paced-{missed[0]}", "tidewire") if missed else None
+    if over and over.get("server") and over.get("loadgen"):
+        add(f"Where the paced aim is missed: at {missed[0]:,} streams the server spent "
+            f"{over['server']['cpu_us_per_event']:.1f} µs of CPU per event and the load generator, on the same")
+        add(f"two cores, {over['loadgen']['cpu_share_of_one_core'] * 100:.0f} % of one core: the machine is saturated. Every paced token")
+        add("is a TCP write of its own (most of the server's time is the kernel's send path, as `perf`")
+        add("shows), and every running answer is flushed to SQLite each 250 ms.")
+        add("")
+    if ti and ti.get("server_bytes_per_stream", 0) >= 8192:
+        add("Where the memory aim is missed: every HTTP/1 connection served by hyper keeps an 8 KiB")
+        add("read buffer and an 8 KiB write buffer, and its task is about 5 KiB (measured with a counting")
+        add("allocator); the run, its log and the subscriber add the rest. Going under 8 KiB needs a leaner HTTP layer.")
+        add("")
+
+    # Burst.
     add("## Burst: streams as fast as possible")
     add("")
     if tb:

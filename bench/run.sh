@@ -16,6 +16,8 @@ MOCK_PORT=${MOCK_PORT:-18090}
 QUICK=${QUICK:-0}
 mkdir -p "$RESULTS"
 rm -f "$RESULTS"/*.json
+RUN_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then RUN_COMMIT="$RUN_COMMIT (with uncommitted changes)"; fi
 
 PIDS=()
 cleanup() {
@@ -160,5 +162,5 @@ else
 fi
 
 log "writing BENCHMARKS.md"
-python3 bench/report.py --results "$RESULTS" --out BENCHMARKS.md --quick "$QUICK"
+BENCH_COMMIT="$RUN_COMMIT" python3 bench/report.py --results "$RESULTS" --out BENCHMARKS.md --quick "$QUICK"
 log "done: BENCHMARKS.md"
