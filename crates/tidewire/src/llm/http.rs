@@ -1,13 +1,74 @@
 //! What the HTTP upstreams share: their timeouts, the error shapes real servers
 //! send, and `Retry-After`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use serde_json::Value;
+use futures_util::stream::BoxStream;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Chunk, LlmError, TokenStream};
+use super::{Chunk, LlmError, PromptMessage, PromptRole, TokenStream};
+
+/// The messages of a request body, as OpenAI and Ollama both take them.
+pub fn messages_json(messages: &[PromptMessage]) -> Value {
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                PromptRole::System => "system",
+                PromptRole::User => "user",
+                PromptRole::Assistant => "assistant",
+            };
+            json!({"role": role, "content": m.content})
+        })
+        .collect();
+    Value::Array(messages)
+}
+
+/// Reads a streamed response body into chunks as its bytes arrive.
+pub trait BodyParser: Send + 'static {
+    /// Reads `bytes`, pushing what they complete to `out`. Returns `true` once the
+    /// answer ended (its end marker or an error): nothing more is read.
+    fn push(&mut self, bytes: &[u8], out: &mut VecDeque<Result<Chunk, LlmError>>) -> bool;
+
+    /// The body ended before the answer did: pushes what that means.
+    fn end(&mut self, out: &mut VecDeque<Result<Chunk, LlmError>>);
+}
+
+/// The chunks of `body`, read by `parser`; a broken connection is the last item.
+pub fn parse_body(
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: impl BodyParser,
+) -> TokenStream {
+    let state = (body, parser, VecDeque::new(), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut body, mut parser, mut pending, mut ended)| async move {
+            loop {
+                if let Some(item) = pending.pop_front() {
+                    return Some((item, (body, parser, pending, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(bytes)) => ended = parser.push(&bytes, &mut pending),
+                    Some(Err(error)) => {
+                        pending.push_back(Err(body_error(&error)));
+                        ended = true;
+                    }
+                    None => {
+                        parser.end(&mut pending);
+                        ended = true;
+                    }
+                }
+            }
+        },
+    ))
+}
 
 /// Timeouts of one upstream request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,14 +4,13 @@
 use std::collections::VecDeque;
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::http::{self, Timeouts};
-use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, PromptRole, TokenStream};
+use super::http::{self, BodyParser, Timeouts};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError};
 
 /// The longest NDJSON line accepted; longer is a broken stream, not a reason to
 /// grow memory.
@@ -50,18 +49,7 @@ impl Backend for Ollama {
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let started = Instant::now();
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    PromptRole::System => "system",
-                    PromptRole::User => "user",
-                    PromptRole::Assistant => "assistant",
-                };
-                json!({"role": role, "content": m.content})
-            })
-            .collect();
+        let messages = http::messages_json(&request.messages);
         let body = json!({
             "model": self.model,
             "messages": messages,
@@ -87,14 +75,11 @@ impl Backend for Ollama {
             let text = response.text().await.unwrap_or_default();
             return Err(http::status_error(status, &text, retry_after));
         }
-        let lines = Lines {
-            body: response.bytes_stream().boxed(),
+        let parser = Ndjson {
             buffer: BytesMut::new(),
             scanned: 0,
-            pending: VecDeque::new(),
-            ended: false,
         };
-        let stream: TokenStream = Box::pin(lines.into_stream());
+        let stream = http::parse_body(response.bytes_stream().boxed(), parser);
         Ok(Generation {
             model: self.model.clone(),
             stream: http::with_timeouts(stream, self.timeouts, started),
@@ -102,111 +87,82 @@ impl Backend for Ollama {
     }
 }
 
-/// The chunks of an NDJSON body.
-struct Lines {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+/// An NDJSON body, read as it comes.
+struct Ndjson {
     buffer: BytesMut,
     /// Bytes of `buffer` known to hold no newline, so a long line is scanned once.
     scanned: usize,
-    pending: VecDeque<Result<Chunk, LlmError>>,
-    /// `done`, an error or the end of the body was seen: nothing more is read.
-    ended: bool,
 }
 
-impl Lines {
-    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Chunk, LlmError>> + Send {
-        futures_util::stream::unfold(self, |mut this| async move {
-            loop {
-                if let Some(item) = this.pending.pop_front() {
-                    return Some((item, this));
-                }
-                if this.ended {
-                    return None;
-                }
-                match this.body.next().await {
-                    Some(Ok(bytes)) => {
-                        this.buffer.extend_from_slice(&bytes);
-                        this.read_lines();
-                    }
-                    Some(Err(error)) => this.end_with(Err(http::body_error(&error))),
-                    None => {
-                        // The last line may lack its newline.
-                        if !this.buffer.is_empty() {
-                            let line = this.buffer.split().freeze();
-                            this.read_line(&line);
-                        }
-                        if !this.ended {
-                            this.end_with(Err(http::incomplete()));
-                        }
-                    }
-                }
-            }
-        })
-    }
-
-    fn end_with(&mut self, item: Result<Chunk, LlmError>) {
-        self.pending.push_back(item);
-        self.ended = true;
-    }
-
-    fn read_lines(&mut self) {
-        while !self.ended {
-            let Some(end) =
-                memchr::memchr(b'\n', &self.buffer[self.scanned..]).map(|at| at + self.scanned)
-            else {
+impl BodyParser for Ndjson {
+    fn push(&mut self, bytes: &[u8], out: &mut VecDeque<Result<Chunk, LlmError>>) -> bool {
+        self.buffer.extend_from_slice(bytes);
+        loop {
+            let newline =
+                memchr::memchr(b'\n', &self.buffer[self.scanned..]).map(|at| at + self.scanned);
+            let Some(end) = newline else {
                 self.scanned = self.buffer.len();
                 if self.buffer.len() > MAX_LINE {
-                    let error = LlmError::new(
-                        "upstream_protocol_error",
-                        format!("a line from the model server is longer than {MAX_LINE} bytes"),
-                        true,
-                    );
-                    self.end_with(Err(error));
+                    let message =
+                        format!("a line from the model server is longer than {MAX_LINE} bytes");
+                    out.push_back(Err(LlmError::new("upstream_protocol_error", message, true)));
+                    return true;
                 }
-                return;
+                return false;
             };
             let line = self.buffer.split_to(end).freeze();
             self.buffer.advance(1);
             self.scanned = 0;
-            self.read_line(&line);
+            if read_line(&line, out) {
+                return true;
+            }
         }
     }
 
-    fn read_line(&mut self, line: &[u8]) {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            return;
-        }
-        let value: Value = match serde_json::from_slice(line) {
-            Ok(value) => value,
-            Err(_) => {
-                tracing::warn!("skipping a malformed line from the model server");
-                return;
-            }
-        };
-        if let Some(error) = http::stream_error(&value) {
-            self.end_with(Err(error));
-            return;
-        }
-        // `thinking` is the model's reasoning, not the answer.
-        if let Some(text) = value["message"]["content"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-        {
-            self.pending.push_back(Ok(Chunk::Text(text.to_owned())));
-        }
-        if value["done"].as_bool() == Some(true) {
-            if let Some(reason) = value["done_reason"].as_str() {
-                self.pending.push_back(Ok(Chunk::Finish(reason.to_owned())));
-            }
-            if let Some(prompt) = value["prompt_eval_count"].as_u64() {
-                let completion = value["eval_count"].as_u64().unwrap_or(0);
-                self.pending
-                    .push_back(Ok(Chunk::Usage(tidewire_protocol::Usage::new(
-                        prompt, completion,
-                    ))));
-            }
-            self.ended = true;
+    fn end(&mut self, out: &mut VecDeque<Result<Chunk, LlmError>>) {
+        // The last line may lack its newline.
+        let last = self.buffer.split().freeze();
+        if !read_line(&last, out) {
+            out.push_back(Err(http::incomplete()));
         }
     }
+}
+
+/// Reads one line; returns `true` if the answer ended with it (`done`, or an error).
+fn read_line(line: &[u8], out: &mut VecDeque<Result<Chunk, LlmError>>) -> bool {
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return false;
+    }
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(value) => value,
+        Err(_) => {
+            tracing::warn!("skipping a malformed line from the model server");
+            return false;
+        }
+    };
+    if let Some(error) = http::stream_error(&value) {
+        out.push_back(Err(error));
+        return true;
+    }
+    // `thinking` is the model's reasoning, not the answer.
+    if let Some(text) = value["message"]["content"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+    {
+        out.push_back(Ok(Chunk::Text(text.to_owned())));
+    }
+    if value["done"].as_bool() != Some(true) {
+        return false;
+    }
+    if let Some(reason) = value["done_reason"].as_str() {
+        out.push_back(Ok(Chunk::Finish(reason.to_owned())));
+    }
+    if let Some(prompt) = value["prompt_eval_count"].as_u64() {
+        let completion = value["eval_count"].as_u64().unwrap_or(0);
+        out.push_back(Ok(Chunk::Usage(tidewire_protocol::Usage::new(
+            prompt, completion,
+        ))));
+    }
+    true
 }

@@ -5,14 +5,12 @@
 use std::collections::VecDeque;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::http::{self, Timeouts};
-use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, PromptRole, TokenStream};
+use super::http::{self, BodyParser, Timeouts};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, TokenStream};
 
 /// An OpenAI-compatible chat completions server.
 pub struct OpenAi {
@@ -57,18 +55,7 @@ impl OpenAi {
     }
 
     fn body(&self, request: &GenerationRequest, include_usage: bool) -> Value {
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    PromptRole::System => "system",
-                    PromptRole::User => "user",
-                    PromptRole::Assistant => "assistant",
-                };
-                json!({"role": role, "content": m.content})
-            })
-            .collect();
+        let messages = http::messages_json(&request.messages);
         let mut body = json!({
             "model": self.model,
             "messages": messages,
@@ -140,8 +127,11 @@ impl Backend for OpenAi {
             Box::pin(futures_util::stream::iter(whole_body(&text)))
         } else {
             // Anything else is read as an event stream, whatever its Content-Type says.
-            let decoder = tidewire_sse::Decoder::with_limits(self.limits).field_as_event("error");
-            Box::pin(ChunkStream::new(response.bytes_stream().boxed(), decoder).into_stream())
+            let parser = SseBody {
+                decoder: tidewire_sse::Decoder::with_limits(self.limits).field_as_event("error"),
+                finish_seen: false,
+            };
+            http::parse_body(response.bytes_stream().boxed(), parser)
         };
         Ok(Generation {
             model: self.model.clone(),
@@ -183,124 +173,72 @@ fn whole_body(text: &str) -> Vec<Result<Chunk, LlmError>> {
     chunks
 }
 
-/// The chunks of an OpenAI-style event stream.
-struct ChunkStream {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+/// An OpenAI-style event stream, read as it comes.
+struct SseBody {
     decoder: tidewire_sse::Decoder,
-    pending: VecDeque<Result<Chunk, LlmError>>,
-    /// `[DONE]`, an error, or the end of the body was seen: nothing more is read.
-    ended: bool,
     finish_seen: bool,
 }
 
-impl ChunkStream {
-    fn new(
-        body: BoxStream<'static, reqwest::Result<Bytes>>,
-        decoder: tidewire_sse::Decoder,
-    ) -> Self {
-        Self {
-            body,
-            decoder,
-            pending: VecDeque::new(),
-            ended: false,
-            finish_seen: false,
-        }
-    }
-
-    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Chunk, LlmError>> + Send {
-        futures_util::stream::unfold(self, |mut this| async move {
-            loop {
-                if let Some(item) = this.pending.pop_front() {
-                    return Some((item, this));
-                }
-                if this.ended {
-                    return None;
-                }
-                match this.body.next().await {
-                    Some(Ok(bytes)) => {
-                        this.decoder.push(&bytes);
-                        this.drain_events();
-                    }
-                    Some(Err(error)) => this.end_with(Err(http::body_error(&error))),
-                    None => {
-                        // An end of body without a finish reason or [DONE] is an
-                        // incomplete answer, not a success.
-                        if !this.finish_seen {
-                            this.end_with(Err(http::incomplete()));
-                        }
-                        this.ended = true;
-                    }
-                }
-            }
-        })
-    }
-
-    fn end_with(&mut self, item: Result<Chunk, LlmError>) {
-        self.pending.push_back(item);
-        self.ended = true;
-    }
-
-    fn drain_events(&mut self) {
-        while !self.ended {
-            let Some(next) = self.decoder.next_owned() else {
-                return;
-            };
+impl BodyParser for SseBody {
+    fn push(&mut self, bytes: &[u8], out: &mut VecDeque<Result<Chunk, LlmError>>) -> bool {
+        self.decoder.push(bytes);
+        while let Some(next) = self.decoder.next_owned() {
             let event = match next {
                 Ok(event) => event,
                 Err(error) => {
-                    let error = LlmError::new(
-                        "upstream_protocol_error",
-                        format!("the model server's stream is malformed: {error}"),
-                        true,
-                    );
-                    self.end_with(Err(error));
-                    return;
+                    let message = format!("the model server's stream is malformed: {error}");
+                    out.push_back(Err(LlmError::new("upstream_protocol_error", message, true)));
+                    return true;
                 }
             };
             let is_error = event.event() == "error";
             let data = event.data().trim();
             if data == "[DONE]" {
                 self.finish_seen = true;
-                self.ended = true;
-                return;
+                return true;
             }
             let value: Value = match serde_json::from_str(data) {
                 Ok(value) => value,
                 Err(_) if is_error => {
-                    self.end_with(Err(LlmError::new(
-                        "upstream_error",
-                        format!("the model server reported an error: {data}"),
-                        true,
-                    )));
-                    return;
+                    let message = format!("the model server reported an error: {data}");
+                    out.push_back(Err(LlmError::new("upstream_error", message, true)));
+                    return true;
                 }
                 Err(_) => {
                     // A line that is not JSON (a proxy's junk, a truncated chunk) is
                     // skipped, not fatal: the answer around it is still good.
-                    tracing::warn!(line = %data.chars().take(120).collect::<String>(), "skipping a malformed line from the model server");
+                    let line: String = data.chars().take(120).collect();
+                    tracing::warn!(%line, "skipping a malformed line from the model server");
                     continue;
                 }
             };
             if let Some(error) = http::stream_error(&value) {
-                self.end_with(Err(error));
-                return;
+                out.push_back(Err(error));
+                return true;
             }
             if is_error {
-                let error = LlmError::new(
-                    "upstream_error",
-                    format!("the model server reported an error: {value}"),
-                    true,
-                );
-                self.end_with(Err(error));
-                return;
+                let message = format!("the model server reported an error: {value}");
+                out.push_back(Err(LlmError::new("upstream_error", message, true)));
+                return true;
             }
-            self.read_chunk(&value);
+            self.read_chunk(&value, out);
         }
+        false
     }
 
+    /// An end of body without a finish reason or `[DONE]` is an incomplete answer,
+    /// not a success.
+    fn end(&mut self, out: &mut VecDeque<Result<Chunk, LlmError>>) {
+        if !self.finish_seen {
+            out.push_back(Err(http::incomplete()));
+        }
+    }
+}
+
+impl SseBody {
     /// Text, finish reason and usage of one chunk; tool calls, reasoning and unknown
     /// fields are not part of the answer text.
-    fn read_chunk(&mut self, value: &Value) {
+    fn read_chunk(&mut self, value: &Value, out: &mut VecDeque<Result<Chunk, LlmError>>) {
         if let Some(choice) = value
             .get("choices")
             .and_then(Value::as_array)
@@ -309,16 +247,16 @@ impl ChunkStream {
             let delta = &choice["delta"];
             for field in ["content", "refusal"] {
                 if let Some(text) = delta[field].as_str().filter(|t| !t.is_empty()) {
-                    self.pending.push_back(Ok(Chunk::Text(text.to_owned())));
+                    out.push_back(Ok(Chunk::Text(text.to_owned())));
                 }
             }
             if let Some(reason) = choice["finish_reason"].as_str() {
                 self.finish_seen = true;
-                self.pending.push_back(Ok(Chunk::Finish(reason.to_owned())));
+                out.push_back(Ok(Chunk::Finish(reason.to_owned())));
             }
         }
         if let Some(usage) = value.get("usage").and_then(http::usage) {
-            self.pending.push_back(Ok(Chunk::Usage(usage)));
+            out.push_back(Ok(Chunk::Usage(usage)));
         }
     }
 }

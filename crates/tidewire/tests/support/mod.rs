@@ -155,6 +155,16 @@ pub struct Event {
     pub data: Value,
 }
 
+impl Event {
+    fn from_wire(event: tidewire_sse::EventRef<'_>) -> Self {
+        Self {
+            id: event.id.to_owned(),
+            name: event.event.to_owned(),
+            data: serde_json::from_str(event.data).unwrap(),
+        }
+    }
+}
+
 /// A stream read to its end: raw bytes and decoded events.
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -203,12 +213,7 @@ pub fn decode(bytes: &[u8]) -> (Vec<Event>, Option<u64>) {
     decoder.push(bytes);
     let mut events = Vec::new();
     while let Some(event) = decoder.next_event() {
-        let event = event.unwrap();
-        events.push(Event {
-            id: event.id.to_owned(),
-            name: event.event.to_owned(),
-            data: serde_json::from_str(event.data).unwrap(),
-        });
+        events.push(Event::from_wire(event.unwrap()));
     }
     (events, decoder.retry_millis())
 }
@@ -248,12 +253,7 @@ pub async fn read_events(
         let Some(chunk) = chunk else { break };
         decoder.push(&chunk.unwrap());
         while let Some(event) = decoder.next_event() {
-            let event = event.unwrap();
-            events.push(Event {
-                id: event.id.to_owned(),
-                name: event.event.to_owned(),
-                data: serde_json::from_str(event.data).unwrap(),
-            });
+            events.push(Event::from_wire(event.unwrap()));
         }
     }
     events
