@@ -167,6 +167,49 @@ pub fn with_timeouts(stream: TokenStream, timeouts: Timeouts, started: Instant) 
     ))
 }
 
+/// Sends `request` within the first-token deadline of a generation that started at
+/// `started`.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    started: Instant,
+    timeouts: &Timeouts,
+) -> Result<reqwest::Response, LlmError> {
+    match tokio::time::timeout_at(started + timeouts.first_token, request.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(request_error(&error, timeouts)),
+        Err(_) => Err(timeout_error("first_token", timeouts.first_token, true)),
+    }
+}
+
+/// A response with an error status, read.
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub text: String,
+    /// Its `Retry-After`.
+    pub retry_after: Option<Duration>,
+}
+
+impl Refusal {
+    /// Reads a refused response.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        Self {
+            status,
+            text,
+            retry_after,
+        }
+    }
+
+    /// What the refusal means.
+    pub fn error(&self) -> LlmError {
+        status_error(self.status, &self.text, self.retry_after)
+    }
+}
+
 /// The error of a refused request, from its status and body.
 pub fn status_error(status: u16, body: &str, retry_after: Option<Duration>) -> LlmError {
     let (code, retryable) = match status {

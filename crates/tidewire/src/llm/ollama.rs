@@ -56,24 +56,14 @@ impl Backend for Ollama {
             "stream": true,
             "options": {"num_predict": request.max_tokens},
         });
-        let send = self.http.post(&self.endpoint).json(&body).send();
-        let response =
-            match tokio::time::timeout_at(started + self.timeouts.first_token, send).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(error)) => return Err(http::request_error(&error, &self.timeouts)),
-                Err(_) => {
-                    return Err(http::timeout_error(
-                        "first_token",
-                        self.timeouts.first_token,
-                        true,
-                    ));
-                }
-            };
+        let response = http::send(
+            self.http.post(&self.endpoint).json(&body),
+            started,
+            &self.timeouts,
+        )
+        .await?;
         if !response.status().is_success() {
-            let status = response.status().as_u16();
-            let retry_after = http::retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
-            return Err(http::status_error(status, &text, retry_after));
+            return Err(http::Refusal::read(response).await.error());
         }
         let parser = Ndjson {
             buffer: BytesMut::new(),

@@ -88,32 +88,20 @@ impl Backend for OpenAi {
             if let Some(key) = &self.api_key {
                 post = post.bearer_auth(key);
             }
-            let response =
-                match tokio::time::timeout_at(started + self.timeouts.first_token, post.send())
-                    .await
-                {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(error)) => return Err(http::request_error(&error, &self.timeouts)),
-                    Err(_) => {
-                        return Err(http::timeout_error(
-                            "first_token",
-                            self.timeouts.first_token,
-                            true,
-                        ));
-                    }
-                };
-            let status = response.status().as_u16();
+            let response = http::send(post, started, &self.timeouts).await?;
             if response.status().is_success() {
                 break response;
             }
-            let retry_after = http::retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
-            if include_usage && matches!(status, 400 | 422) && text.contains("stream_options") {
+            let refusal = http::Refusal::read(response).await;
+            if include_usage
+                && matches!(refusal.status, 400 | 422)
+                && refusal.text.contains("stream_options")
+            {
                 tracing::debug!(model = %self.model, "the server refused stream_options; asking without");
                 include_usage = false;
                 continue;
             }
-            return Err(http::status_error(status, &text, retry_after));
+            return Err(refusal.error());
         };
         let is_json = response
             .headers()
