@@ -138,3 +138,25 @@ pub fn summary(histogram: &Histogram<u64>) -> serde_json::Value {
         "count": histogram.len(),
     })
 }
+
+/// First-token times through the server beside a baseline, and the difference of
+/// their p50 and p99.
+pub fn overhead_report(
+    requests: usize,
+    errors: u64,
+    through: &Histogram<u64>,
+    baseline_name: &str,
+    baseline: &Histogram<u64>,
+) -> serde_json::Value {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mut report = serde_json::json!({
+        "requests": requests,
+        "errors": errors,
+        "events": 0,
+        "through_server": summary(through),
+        "overhead_p50_ms": ms(through, 0.5) - ms(baseline, 0.5),
+        "overhead_p99_ms": ms(through, 0.99) - ms(baseline, 0.99),
+    });
+    report[baseline_name] = summary(baseline);
+    report
+}

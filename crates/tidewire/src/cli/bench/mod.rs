@@ -22,7 +22,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use load::{RequestSpec, histogram, record, run_stream, summary};
+use load::{RequestSpec, histogram, overhead_report, record, run_stream, summary};
 
 /// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -588,16 +588,13 @@ async fn overhead(
             record(&mut direct, start.elapsed());
         }
     }
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Ok(json!({
-        "requests": args.requests,
-        "errors": errors,
-        "events": 0,
-        "through_server": summary(&through),
-        "in_process": summary(&direct),
-        "overhead_p50_ms": ms(&through, 0.5) - ms(&direct, 0.5),
-        "overhead_p99_ms": ms(&through, 0.99) - ms(&direct, 0.99),
-    }))
+    Ok(overhead_report(
+        args.requests,
+        errors,
+        &through,
+        "in_process",
+        &direct,
+    ))
 }
 
 fn print_human(result: &Value) {

@@ -8,11 +8,10 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::load::{histogram, record, summary};
+use super::load::{histogram, overhead_report, record};
 
 /// Serves `POST /v1/chat/completions` on `addr`: `max_tokens` tokens at once, the
 /// finish chunk, usage, `[DONE]`. Runs until the process is stopped.
@@ -85,16 +84,13 @@ pub async fn overhead(
             }
         }
     }
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Ok(json!({
-        "requests": requests,
-        "errors": errors,
-        "events": 0,
-        "through_server": summary(&through),
-        "straight_from_upstream": summary(&straight),
-        "overhead_p50_ms": ms(&through, 0.5) - ms(&straight, 0.5),
-        "overhead_p99_ms": ms(&through, 0.99) - ms(&straight, 0.99),
-    }))
+    Ok(overhead_report(
+        requests,
+        errors,
+        &through,
+        "straight_from_upstream",
+        &straight,
+    ))
 }
 
 fn first_token_native(event: &str, _data: &str) -> bool {
