@@ -132,7 +132,8 @@ impl Usage {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            // Counts come from upstreams: never let a bogus one overflow.
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
         }
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! - [`ChatEvent`]: every event of a run's stream, with its native wire name and JSON
 //!   payload (see `DESIGN.md`, "The event model").
+//! - [`Answer`]: the answer so far, folded from the events.
 //! - [`api`]: the JSON bodies of the native HTTP API.
 //!
 //! The crate knows nothing of HTTP or of the server, so a client can depend on it alone.
 
+mod answer;
 pub mod api;
 mod event;
+
+pub use answer::Answer;
 
 pub use event::{
     ChatEvent, Done, ErrorEvent, EventParseError, FollowUpQuestions, MessageStatus, Metadata,

@@ -45,6 +45,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most runs generating at once; more are refused with 503.
     pub max_concurrent_runs: usize,
+    /// Most finished runs kept in memory for re-attaching; the oldest go first.
+    pub max_finished_runs: usize,
+    /// Most bytes of finished runs kept in memory; the oldest go first.
+    pub max_finished_bytes: usize,
+    /// The largest event log of one run; a run over it fails.
+    pub max_run_bytes: usize,
     /// Largest accepted `options.max_tokens`.
     pub max_tokens_limit: u32,
     /// `options.max_tokens` when the request gives none.
@@ -202,6 +208,9 @@ impl Default for Config {
             max_message_bytes: 32 * 1024,
             max_body_bytes: 256 * 1024,
             max_concurrent_runs: 20_000,
+            max_finished_runs: 10_000,
+            max_finished_bytes: 256 * 1024 * 1024,
+            max_run_bytes: 16 * 1024 * 1024,
             max_tokens_limit: 8192,
             default_max_tokens: 64,
             default_tokens_per_second: 30.0,
@@ -261,6 +270,17 @@ pub struct ConfigLayer {
     /// Most runs generating at once [default: 20000].
     #[arg(long, env = "TIDEWIRE_MAX_CONCURRENT_RUNS")]
     pub max_concurrent_runs: Option<usize>,
+    /// Most finished runs kept in memory for re-attaching [default: 10000].
+    #[arg(long, env = "TIDEWIRE_MAX_FINISHED_RUNS")]
+    pub max_finished_runs: Option<usize>,
+    /// Most bytes of finished runs kept in memory [default: 256MiB].
+    #[arg(long, env = "TIDEWIRE_MAX_FINISHED_BYTES")]
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub max_finished_bytes: Option<ByteSize>,
+    /// The largest event log of one run; a run over it fails [default: 16MiB].
+    #[arg(long, env = "TIDEWIRE_MAX_RUN_BYTES")]
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub max_run_bytes: Option<ByteSize>,
     /// Largest accepted options.max_tokens [default: 8192].
     #[arg(long, env = "TIDEWIRE_MAX_TOKENS_LIMIT")]
     pub max_tokens_limit: Option<u32>,
@@ -359,6 +379,12 @@ impl Config {
         );
         set(&mut self.max_body_bytes, &layer.max_body_bytes.map(|b| b.0));
         set(&mut self.max_concurrent_runs, &layer.max_concurrent_runs);
+        set(&mut self.max_finished_runs, &layer.max_finished_runs);
+        set(
+            &mut self.max_finished_bytes,
+            &layer.max_finished_bytes.map(|b| b.0),
+        );
+        set(&mut self.max_run_bytes, &layer.max_run_bytes.map(|b| b.0));
         set(&mut self.max_tokens_limit, &layer.max_tokens_limit);
         set(&mut self.default_max_tokens, &layer.default_max_tokens);
         set(
@@ -396,8 +422,18 @@ impl Config {
         if self.default_max_tokens == 0 || self.default_max_tokens > self.max_tokens_limit {
             return invalid("default_max_tokens must be from 1 to max_tokens_limit");
         }
-        if !self.default_tokens_per_second.is_finite() || self.default_tokens_per_second < 0.0 {
-            return invalid("default_tokens_per_second must be 0 or more");
+        if !crate::pipeline::valid_pace(self.default_tokens_per_second) {
+            return invalid(&format!(
+                "default_tokens_per_second must be 0 or from {} to {}",
+                crate::pipeline::MIN_TOKENS_PER_SECOND,
+                crate::pipeline::MAX_TOKENS_PER_SECOND
+            ));
+        }
+        if self.max_finished_runs == 0 || self.max_finished_bytes == 0 {
+            return invalid("max_finished_runs and max_finished_bytes must be at least 1");
+        }
+        if self.max_run_bytes < 64 * 1024 {
+            return invalid("max_run_bytes must be at least 64KiB");
         }
         if self.max_message_bytes > self.max_body_bytes {
             return invalid("max_message_bytes must not exceed max_body_bytes");

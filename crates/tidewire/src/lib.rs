@@ -29,6 +29,7 @@ pub use config::Config;
 
 use crate::hub::{Hub, HubConfig};
 use crate::llm::Backends;
+use crate::pipeline::{HistoryLimits, Pipeline, PipelineSettings};
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// After the drain, how long connections get to close before the server stops
@@ -64,20 +65,37 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         Backends::from_config(&config).map_err(|error| ServeError::Backend(error.to_string()))?;
     tracing::info!(default = backends.default_name(), "model backends ready");
     let store: Arc<dyn Store> = Arc::new(store);
+    let pipeline = Pipeline::new(
+        backends,
+        Arc::clone(&store),
+        PipelineSettings {
+            system_prompt: config.llm.system_prompt.clone(),
+            history: HistoryLimits {
+                messages: config.llm.history_messages,
+                chars: config.llm.history_chars,
+            },
+            default_max_tokens: config.default_max_tokens,
+            max_tokens_limit: config.max_tokens_limit,
+            default_tokens_per_second: config.default_tokens_per_second,
+        },
+    );
     let hub = Hub::new(
         HubConfig {
             max_concurrent_runs: config.max_concurrent_runs,
             retention: config.retention,
+            max_finished_runs: config.max_finished_runs,
+            max_finished_bytes: config.max_finished_bytes,
+            max_run_bytes: config.max_run_bytes,
             cancel_after_idle: config.cancel_after_idle,
             flush_interval: config.flush_interval,
         },
         Arc::clone(&store),
+        Arc::new(pipeline),
     );
     Ok(AppState {
         hub,
         store,
         config: Arc::new(config),
-        backends: Arc::new(backends),
     })
 }
 

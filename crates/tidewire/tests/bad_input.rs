@@ -281,12 +281,20 @@ async fn a_last_event_id_beyond_the_end_of_a_finished_run_is_400() {
         .chat_stream(json!({"message": "x", "options": {"max_tokens": 2, "tokens_per_second": 0}}))
         .await;
     let total = stream.events.len();
+    // The last id itself is fine, and there is nothing more to send: 204 tells a
+    // browser's EventSource to stop reconnecting instead of looping for ever.
     let at_end = app.attach(&stream.run_id(), Some(total)).await;
-    assert_eq!(
-        at_end.status(),
-        200,
-        "the last id itself is fine: nothing more to send"
-    );
+    assert_eq!(at_end.status(), 204);
+    assert!(at_end.bytes().await.unwrap().is_empty());
+    // A live run at its last event is still followed.
+    let live = app
+        .chat(json!({"message": "y", "options": {"max_tokens": 50, "tokens_per_second": 20}}))
+        .await;
+    let mut body = live.bytes_stream();
+    let first = support::read_events(&mut body, 1).await;
+    let run_id = first[0].data["run_id"].as_str().unwrap().to_owned();
+    let attached = app.attach(&run_id, Some(1)).await;
+    assert_eq!(attached.status(), 200);
     let body = expect_error(
         app.attach(&stream.run_id(), Some(total + 1)).await,
         400,

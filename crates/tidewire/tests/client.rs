@@ -21,6 +21,7 @@ fn fast_retries() -> RetryPolicy {
         factor: 2.0,
         max_delay: Duration::from_millis(50),
         max_attempts: 6,
+        ..RetryPolicy::default()
     }
 }
 

@@ -5,10 +5,11 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tidewire_protocol::api::{ConversationList, MessageList};
+use tidewire_protocol::api::{Conversation, ConversationList, Message, MessageList};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::store::{ConversationRecord, MessageRecord};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -34,7 +35,9 @@ pub async fn list(
         ));
     }
     let conversations = state.store.list_conversations(limit).await?;
-    Ok(Json(ConversationList { conversations }))
+    Ok(Json(ConversationList {
+        conversations: conversations.into_iter().map(Conversation::from).collect(),
+    }))
 }
 
 /// `GET /api/conversations/{id}/messages`: oldest first.
@@ -46,19 +49,20 @@ pub async fn messages(
     match state.store.list_messages(&id).await? {
         Some(messages) => Ok(Json(MessageList {
             conversation_id: id,
-            messages,
+            messages: messages.into_iter().map(Message::from).collect(),
         })),
         None => Err(not_found(&id)),
     }
 }
 
-/// `DELETE /api/conversations/{id}`: stops its runs and deletes it with its messages.
+/// `DELETE /api/conversations/{id}`: stops and forgets its runs and deletes it with
+/// its messages: from then on, every route answers 404 for them.
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let id = conversation_id(path)?;
-    state.hub.cancel_conversation(&id);
+    state.hub.forget_conversation(&id);
     if state.store.delete_conversation(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -76,4 +80,32 @@ fn not_found(id: &str) -> ApiError {
         "conversation_not_found",
         format!("conversation {id} does not exist"),
     )
+}
+
+impl From<ConversationRecord> for Conversation {
+    fn from(record: ConversationRecord) -> Self {
+        Self {
+            id: record.id,
+            title: record.title,
+            created_at: record.created_at.rfc3339(),
+            updated_at: record.updated_at.rfc3339(),
+        }
+    }
+}
+
+impl From<MessageRecord> for Message {
+    fn from(record: MessageRecord) -> Self {
+        Self {
+            id: record.id,
+            conversation_id: record.conversation_id,
+            role: record.role,
+            content: record.content,
+            status: record.status,
+            run_id: record.run_id,
+            usage: record.usage,
+            model: record.model,
+            created_at: record.created_at.rfc3339(),
+            updated_at: record.updated_at.rfc3339(),
+        }
+    }
 }

@@ -119,6 +119,7 @@ impl From<StartError> for ApiError {
                 Self::unprocessable("idempotency_key_reused", error.to_string())
             }
             StartError::Store(error) => error.into(),
+            StartError::Internal => Self::internal(&error),
         }
     }
 }

@@ -7,6 +7,7 @@
 mod chat;
 mod conversations;
 mod error;
+pub mod native;
 mod runs;
 pub mod sse;
 
@@ -22,7 +23,6 @@ pub use error::ApiError;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::llm::Backends;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -34,8 +34,6 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration.
     pub config: Arc<Config>,
-    /// The model backends.
-    pub backends: Arc<Backends>,
 }
 
 impl AppState {

@@ -7,15 +7,16 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Version};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Version};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidewire_protocol::api::RunView;
 
 use super::AppState;
 use super::error::ApiError;
+use super::native::{Native, events_url};
 use super::sse::{event_stream, sse_response};
-use crate::hub::{CancelReason, Run, Subscription};
+use crate::hub::{CancelReason, Run, Subscription, WireFormat};
 
 /// How long `POST .../cancel` waits for the run to store its partial answer.
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
@@ -32,10 +33,27 @@ pub async fn get_run(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RunView>, ApiError> {
     let run = find(&state, path).await?;
-    Ok(Json(run.view()))
+    Ok(Json(view(&run)))
+}
+
+/// The run as `GET /api/runs/{id}` shows it.
+pub fn view(run: &Run) -> RunView {
+    let answer = run.answer();
+    RunView {
+        run_id: run.id().to_owned(),
+        conversation_id: run.conversation_id().to_owned(),
+        message_id: run.message_id().to_owned(),
+        status: answer.status,
+        last_event_id: run.len() as u64,
+        events_url: events_url(run.id()),
+        content: answer.content,
+        subscribers: run.subscribers(),
+    }
 }
 
 /// `GET /api/runs/{run_id}/events`: the events after `Last-Event-ID`, then live.
+/// A client that already has the last event of a finished run gets 204 No Content,
+/// which tells a browser's `EventSource` to stop reconnecting.
 pub async fn run_events(
     State(state): State<AppState>,
     version: Version,
@@ -47,7 +65,10 @@ pub async fn run_events(
         query.map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
     let after = last_event_id(&headers, query.last_event_id.as_deref())?;
     let run = find(&state, path).await?;
-    let subscription = subscribe_after(&run, after)?;
+    if after > 0 && after == run.len() && run.is_finished() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let subscription = subscribe_after(&run, after, Arc::new(Native))?;
     let body = Body::from_stream(event_stream(subscription, state.stream_settings()));
     Ok(sse_response(version, body))
 }
@@ -69,7 +90,7 @@ pub async fn cancel_run(
             );
         }
     }
-    Ok(Json(run.view()))
+    Ok(Json(view(&run)))
 }
 
 /// The cursor a client asks for: the `Last-Event-ID` header (which an `EventSource`
@@ -95,7 +116,11 @@ pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<usize, 
 
 /// A subscription after the first `after` events, refusing a cursor the run never
 /// reached.
-pub fn subscribe_after(run: &Arc<Run>, after: usize) -> Result<Subscription, ApiError> {
+pub fn subscribe_after(
+    run: &Arc<Run>,
+    after: usize,
+    format: Arc<dyn WireFormat>,
+) -> Result<Subscription, ApiError> {
     let len = run.len();
     if after > len {
         let state = if run.is_finished() { "ended" } else { "is" };
@@ -106,7 +131,7 @@ pub fn subscribe_after(run: &Arc<Run>, after: usize) -> Result<Subscription, Api
             ),
         ));
     }
-    Ok(run.subscribe(after))
+    Ok(run.subscribe(after, format))
 }
 
 async fn find(
@@ -120,11 +145,18 @@ async fn find(
     }
     match state.store.message_by_run(&run_id).await? {
         Some(message) => Err(ApiError::new(
-            axum::http::StatusCode::GONE,
+            StatusCode::GONE,
             "run_expired",
             format!(
-                "run {run_id} ended more than {} ago and can no longer be attached; its answer is message {} of conversation {}",
+                "run {run_id} ended {} ago ({}) and is no longer held in memory: finished runs \
+                 are kept for {} (the oldest go sooner when the memory limits are reached), \
+                 and not across restarts; its answer ({}) is message {} of conversation {}",
+                humantime::format_duration(Duration::from_secs(
+                    message.updated_at.elapsed().as_secs()
+                )),
+                message.updated_at.rfc3339(),
                 humantime::format_duration(state.config.retention),
+                message.status,
                 message.id,
                 message.conversation_id
             ),

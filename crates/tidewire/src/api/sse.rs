@@ -82,16 +82,23 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::hub::Run;
+    use crate::api::native::Native;
+    use crate::hub::{Run, RunIdentity};
 
     #[tokio::test(start_paused = true)]
     async fn keepalives_go_out_at_once_and_after_each_quiet_interval() {
-        let run = Arc::new(Run::new("r".into(), "c".into(), "m".into()));
+        let identity = RunIdentity {
+            run_id: "r".into(),
+            conversation_id: "c".into(),
+            message_id: "m".into(),
+            created: 0,
+        };
+        let run = Arc::new(Run::new(identity, usize::MAX));
         let settings = StreamSettings {
             keepalive: Duration::from_secs(15),
             retry: Duration::from_millis(1500),
         };
-        let stream = event_stream(run.subscribe(0), settings);
+        let stream = event_stream(run.subscribe(0, Arc::new(Native)), settings);
         let producer = Arc::clone(&run);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(40)).await;

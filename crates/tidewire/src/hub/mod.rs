@@ -1,28 +1,38 @@
 //! The hub owns runs: it starts them, finds them, cancels them, flushes their partial
-//! answers to the store, forgets them after the retention period, and drains them
-//! at shutdown.
+//! answers to the store, forgets them after the retention period (or sooner, past
+//! the memory limits), and drains them at shutdown.
 //!
 //! A run does not depend on any connection. Its producer is a task of its own (the
-//! pipeline), and each HTTP stream is only a [`Subscription`] into its log.
+//! pipeline), and each HTTP stream is only a [`Subscription`] into its log. The hub
+//! knows no HTTP: wire formats come in through [`WireFormat`].
 
+mod format;
 mod run;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
+use sha2::{Digest, Sha256};
 use tidewire_protocol::{ChatEvent, MessageStatus, RunStarted};
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{self, AnswerJob, Ending, EventSink};
-use crate::store::{FinishedMessage, NewTurn, PartialAnswer, Store, StoreError, new_id};
+use crate::pipeline::{Ending, EventSink, Pipeline, RunRequest};
+use crate::store::{FinishedMessage, NewTurn, PartialAnswer, Store, StoreError, Turn, new_id};
 
-pub use run::{Batch, CancelReason, Run, RunSummary, Subscription};
+pub use format::{EventEncoder, RunIdentity, WireFormat};
+pub use run::{Batch, CancelReason, Run, Subscription};
+
+/// Attempts at storing a finished answer before the failure is reported.
+const FINISH_ATTEMPTS: u32 = 6;
+/// The wait before the second attempt; it doubles after each failure (about 3 s in
+/// all).
+const FINISH_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The hub's settings, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -31,6 +41,12 @@ pub struct HubConfig {
     pub max_concurrent_runs: usize,
     /// How long finished runs stay attachable.
     pub retention: Duration,
+    /// Most finished runs kept in memory; the oldest are forgotten first.
+    pub max_finished_runs: usize,
+    /// Most bytes of finished runs kept in memory; the oldest are forgotten first.
+    pub max_finished_bytes: usize,
+    /// The largest log of one run; a run over it fails.
+    pub max_run_bytes: usize,
     /// Cancel runs with no subscriber for this long.
     pub cancel_after_idle: Option<Duration>,
     /// How often partial answers are written to the store.
@@ -52,38 +68,59 @@ pub enum StartError {
     /// The store refused the turn.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Starting failed unexpectedly (the start task panicked).
+    #[error("starting the run failed unexpectedly")]
+    Internal,
 }
 
-/// A request for a new run.
-pub struct RunRequest {
-    /// Continue this conversation, or start one.
-    pub conversation_id: Option<String>,
-    /// The user's message.
-    pub message: String,
-    /// Builds the pipeline job once the answer's message id is known.
-    pub job: Box<dyn FnOnce(&str) -> AnswerJob + Send>,
-}
-
-/// A client-chosen key that makes retried POSTs attach to the first run.
+/// A run that was started or found.
 #[derive(Debug, Clone)]
-pub struct IdempotencyKey {
-    /// The `Idempotency-Key` header.
-    pub key: String,
-    /// A digest of the request, so a reused key with another request is refused.
-    pub fingerprint: u64,
+pub struct Started {
+    /// The run.
+    pub run: Arc<Run>,
+    /// `false` when an idempotency key found a run started earlier.
+    pub created: bool,
+}
+
+/// A digest of a request, stable across builds and machines, so nodes built apart
+/// agree on whether a retried request is the same one.
+type Fingerprint = [u8; 32];
+
+fn fingerprint(request: &RunRequest) -> Fingerprint {
+    // Serializing plain data into memory cannot fail; an empty digest input would
+    // only make two requests look alike, and both would then be this same request.
+    let bytes = serde_json::to_vec(request).unwrap_or_default();
+    Sha256::digest(&bytes).into()
 }
 
 struct KeyEntry {
-    fingerprint: u64,
+    fingerprint: Fingerprint,
     run: OnceCell<Arc<Run>>,
+}
+
+/// A finished run, in the order runs finished, for forgetting the oldest first.
+struct FinishedRun {
+    run_id: String,
+    at: Instant,
+    bytes: usize,
+    key: Option<String>,
+}
+
+/// Finished runs still in memory, oldest first, and their total size.
+#[derive(Default)]
+struct Retained {
+    runs: VecDeque<FinishedRun>,
+    bytes: usize,
 }
 
 /// The registry of runs.
 pub struct Hub {
     config: HubConfig,
     store: Arc<dyn Store>,
+    pipeline: Arc<Pipeline>,
     runs: Mutex<HashMap<String, Arc<Run>>>,
     keys: Mutex<HashMap<String, Arc<KeyEntry>>>,
+    retained: Mutex<Retained>,
     active: AtomicUsize,
     idle: Notify,
     accepting: AtomicBool,
@@ -113,21 +150,23 @@ impl Drop for Slot {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a map insert or remove: no torn state to fear.
+    // Every critical section here is a map or queue update: no torn state to fear.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Hub {
-    /// A hub over `store`, with its background maintenance (flushes, expiry, idle
-    /// cancel) started.
-    pub fn new(config: HubConfig, store: Arc<dyn Store>) -> Arc<Self> {
+    /// A hub over `store` that answers with `pipeline`, with its background
+    /// maintenance (flushes, expiry, idle cancel) started.
+    pub fn new(config: HubConfig, store: Arc<dyn Store>, pipeline: Arc<Pipeline>) -> Arc<Self> {
         let hub = Arc::new(Self {
             config,
             store,
+            pipeline,
             runs: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
+            retained: Mutex::new(Retained::default()),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
             accepting: AtomicBool::new(true),
@@ -143,6 +182,16 @@ impl Hub {
         &self.store
     }
 
+    /// The pipeline runs answer with.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
     /// A run in memory (running, or finished within the retention period).
     pub fn get(&self, run_id: &str) -> Option<Arc<Run>> {
         lock(&self.runs).get(run_id).cloned()
@@ -153,26 +202,52 @@ impl Hub {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// How many runs are in memory, running or finished.
+    pub fn runs_in_memory(&self) -> usize {
+        lock(&self.runs).len()
+    }
+
     /// Starts a run: stores the turn, then spawns its producer. With an idempotency
     /// key already used for the same request, returns that run instead.
+    ///
+    /// Starting happens in a task of its own: a caller that goes away (a client
+    /// that disconnects while its POST is being handled) cannot stop it halfway, so
+    /// a stored turn always has its producer, and a retried request with the same
+    /// key finds the run.
     pub async fn start(
         self: &Arc<Self>,
         request: RunRequest,
-        key: Option<IdempotencyKey>,
-    ) -> Result<(Arc<Run>, bool), StartError> {
+        key: Option<String>,
+    ) -> Result<Started, StartError> {
+        let hub = Arc::clone(self);
+        tokio::spawn(async move { hub.start_here(request, key).await })
+            .await
+            .unwrap_or_else(|join| {
+                tracing::error!(error = %join, "starting a run panicked");
+                Err(StartError::Internal)
+            })
+    }
+
+    async fn start_here(
+        self: &Arc<Self>,
+        request: RunRequest,
+        key: Option<String>,
+    ) -> Result<Started, StartError> {
         let Some(key) = key else {
-            return self.start_new(request).await.map(|run| (run, true));
+            let run = self.start_new(request, None).await?;
+            return Ok(Started { run, created: true });
         };
+        let fingerprint = fingerprint(&request);
         let entry = {
             let mut keys = lock(&self.keys);
-            Arc::clone(keys.entry(key.key.clone()).or_insert_with(|| {
+            Arc::clone(keys.entry(key.clone()).or_insert_with(|| {
                 Arc::new(KeyEntry {
-                    fingerprint: key.fingerprint,
+                    fingerprint,
                     run: OnceCell::new(),
                 })
             }))
         };
-        if entry.fingerprint != key.fingerprint {
+        if entry.fingerprint != fingerprint {
             return Err(StartError::KeyReused);
         }
         let mut created = false;
@@ -182,51 +257,70 @@ impl Hub {
             .run
             .get_or_try_init(|| async {
                 created = true;
-                self.start_new(request).await
+                self.start_new(request, Some(key.clone())).await
             })
             .await;
         match result {
             Ok(run) => {
                 if created {
-                    tracing::debug!(run_id = run.id(), key = %key.key, "idempotent run started");
+                    tracing::debug!(run_id = run.id(), %key, "idempotent run started");
                 }
-                Ok((Arc::clone(run), created))
+                Ok(Started {
+                    run: Arc::clone(run),
+                    created,
+                })
             }
             Err(error) => {
                 let mut keys = lock(&self.keys);
-                if keys.get(&key.key).is_some_and(|e| e.run.get().is_none()) {
-                    keys.remove(&key.key);
+                if keys.get(&key).is_some_and(|e| e.run.get().is_none()) {
+                    keys.remove(&key);
                 }
                 Err(error)
             }
         }
     }
 
-    async fn start_new(self: &Arc<Self>, request: RunRequest) -> Result<Arc<Run>, StartError> {
+    async fn start_new(
+        self: &Arc<Self>,
+        request: RunRequest,
+        key: Option<String>,
+    ) -> Result<Arc<Run>, StartError> {
         let slot = self.reserve()?;
         let run_id = new_id();
         let turn = self
             .store
             .start_turn(NewTurn {
-                conversation_id: request.conversation_id,
-                message: request.message,
+                conversation_id: request.stored_conversation().map(str::to_owned),
+                message: request.message.clone(),
                 run_id: run_id.clone(),
             })
             .await?;
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
         let run = Arc::new(Run::new(
-            run_id,
-            turn.conversation_id.clone(),
-            turn.assistant_message_id.clone(),
+            RunIdentity {
+                run_id,
+                conversation_id: turn.conversation_id.clone(),
+                message_id: turn.assistant_message_id.clone(),
+                created,
+            },
+            self.config.max_run_bytes,
         ));
         run.append(ChatEvent::Run(RunStarted {
             run_id: run.id().to_owned(),
-            conversation_id: turn.conversation_id,
+            conversation_id: turn.conversation_id.clone(),
             message_id: turn.assistant_message_id.clone(),
-            events_url: run.events_url(),
+            // Where to attach is the api's business; its formats fill this in.
+            events_url: String::new(),
         }));
         lock(&self.runs).insert(run.id().to_owned(), Arc::clone(&run));
-        let job = (request.job)(&turn.assistant_message_id);
-        tokio::spawn(produce(Arc::clone(self), Arc::clone(&run), job, slot));
+        tokio::spawn(produce(
+            Arc::clone(self),
+            Arc::clone(&run),
+            Job { request, turn, key },
+            slot,
+        ));
         tracing::debug!(run_id = run.id(), "run started");
         Ok(run)
     }
@@ -246,13 +340,30 @@ impl Hub {
         })
     }
 
-    /// Cancels the runs of a conversation (before it is deleted).
-    pub fn cancel_conversation(&self, conversation_id: &str) {
-        for run in lock(&self.runs).values() {
-            if run.conversation_id() == conversation_id {
-                run.cancel(CancelReason::Requested);
-            }
+    /// Stops the runs of a conversation and forgets them (before the conversation is
+    /// deleted): a deleted conversation's runs are gone on every route at once.
+    pub fn forget_conversation(&self, conversation_id: &str) {
+        let forgotten: Vec<Arc<Run>> = {
+            let mut runs = lock(&self.runs);
+            let ids: Vec<String> = runs
+                .values()
+                .filter(|run| run.conversation_id() == conversation_id)
+                .map(|run| run.id().to_owned())
+                .collect();
+            ids.iter().filter_map(|id| runs.remove(id)).collect()
+        };
+        if forgotten.is_empty() {
+            return;
         }
+        for run in &forgotten {
+            run.cancel(CancelReason::Requested);
+        }
+        lock(&self.keys).retain(|_, entry| {
+            entry
+                .run
+                .get()
+                .is_none_or(|run| !forgotten.iter().any(|gone| Arc::ptr_eq(gone, run)))
+        });
     }
 
     /// Stops accepting runs, lets running ones finish until `deadline`, then
@@ -318,49 +429,64 @@ impl Hub {
         }
     }
 
-    /// Forgets runs finished longer ago than the retention period, and cancels runs
-    /// idle longer than the grace period.
+    /// Records a run that just finished, for [`Hub::expire`].
+    fn retain(&self, run: &Run, key: Option<String>) {
+        let bytes = run.retained_bytes();
+        let mut retained = lock(&self.retained);
+        retained.bytes += bytes;
+        retained.runs.push_back(FinishedRun {
+            run_id: run.id().to_owned(),
+            at: Instant::now(),
+            bytes,
+            key,
+        });
+    }
+
+    /// Forgets finished runs older than the retention period, then the oldest ones
+    /// while more than the memory limits are kept (their answers stay stored), and
+    /// cancels runs idle longer than the grace period.
     fn expire(&self, now: Instant) {
-        let mut expired = Vec::new();
+        let mut forgotten = Vec::new();
         {
-            let runs = lock(&self.runs);
-            for run in runs.values() {
-                match run.finished_at() {
-                    Some(at) if now.duration_since(at) >= self.config.retention => {
-                        expired.push(run.id().to_owned());
-                    }
-                    Some(_) => {}
-                    None => {
-                        let idle_for = run.idle_since().map(|since| now.duration_since(since));
-                        if let (Some(grace), Some(idle_for)) =
-                            (self.config.cancel_after_idle, idle_for)
-                            && idle_for >= grace
-                            && run.cancel_reason().is_none()
-                        {
-                            tracing::info!(
-                                run_id = run.id(),
-                                "no subscriber for {grace:?}; cancelling"
-                            );
-                            run.cancel(CancelReason::Idle);
-                        }
-                    }
+            let mut retained = lock(&self.retained);
+            while let Some(oldest) = retained.runs.front() {
+                let expired = now.duration_since(oldest.at) >= self.config.retention;
+                let over = retained.runs.len() > self.config.max_finished_runs
+                    || retained.bytes > self.config.max_finished_bytes;
+                if !expired && !over {
+                    break;
+                }
+                if let Some(oldest) = retained.runs.pop_front() {
+                    retained.bytes -= oldest.bytes;
+                    forgotten.push(oldest);
                 }
             }
         }
-        if expired.is_empty() {
-            return;
+        if !forgotten.is_empty() {
+            let mut runs = lock(&self.runs);
+            for run in &forgotten {
+                runs.remove(&run.run_id);
+            }
+            drop(runs);
+            let mut keys = lock(&self.keys);
+            for run in &forgotten {
+                if let Some(key) = &run.key {
+                    keys.remove(key);
+                }
+            }
         }
-        let mut runs = lock(&self.runs);
-        for id in &expired {
-            runs.remove(id);
+        if let Some(grace) = self.config.cancel_after_idle {
+            for run in lock(&self.runs).values() {
+                let idle_for = run.idle_since().map(|since| now.duration_since(since));
+                if !run.is_finished()
+                    && idle_for.is_some_and(|idle_for| idle_for >= grace)
+                    && run.cancel_reason().is_none()
+                {
+                    tracing::info!(run_id = run.id(), "no subscriber for {grace:?}; cancelling");
+                    run.cancel(CancelReason::Idle);
+                }
+            }
         }
-        drop(runs);
-        lock(&self.keys).retain(|_, entry| {
-            entry
-                .run
-                .get()
-                .is_none_or(|run| !expired.iter().any(|id| id == run.id()))
-        });
     }
 
     fn tick(&self) -> Duration {
@@ -378,55 +504,94 @@ impl EventSink for Run {
     }
 }
 
+/// What a producer works on.
+struct Job {
+    request: RunRequest,
+    turn: Turn,
+    key: Option<String>,
+}
+
 /// The producer of one run: the pipeline, then the stored answer, then `done`.
-async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: AnswerJob, slot: Slot) {
-    let outcome = AssertUnwindSafe(pipeline::answer(job, run.as_ref(), run.cancel_token()))
-        .catch_unwind()
-        .await;
-    let (status, model, usage, error) = match outcome {
-        Ok(outcome) => {
-            let status = match outcome.ending {
-                Ending::Complete => MessageStatus::Complete,
-                Ending::Failed => MessageStatus::Failed,
-                Ending::Stopped => run
-                    .cancel_reason()
-                    .map_or(MessageStatus::Cancelled, CancelReason::status),
-            };
-            (
-                status,
-                Some(outcome.model),
-                Some(outcome.usage),
-                outcome.error.map(|e| (e.code, e.error)),
-            )
-        }
+async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
+    let answered = hub
+        .pipeline
+        .answer(&job.request, &job.turn, run.as_ref(), run.cancel_token());
+    let status = match AssertUnwindSafe(answered).catch_unwind().await {
+        Ok(Ending::Complete) => MessageStatus::Complete,
+        Ok(Ending::Failed) => MessageStatus::Failed,
+        Ok(Ending::Stopped) => match run.cancel_reason() {
+            Some(CancelReason::TooLarge) => {
+                run.append(ChatEvent::error(
+                    "answer_too_large",
+                    format!(
+                        "the answer reached the limit of {} bytes for one run",
+                        hub.config.max_run_bytes
+                    ),
+                    false,
+                ));
+                MessageStatus::Failed
+            }
+            reason => reason.map_or(MessageStatus::Cancelled, CancelReason::status),
+        },
         Err(_) => {
             tracing::error!(run_id = run.id(), "the pipeline panicked");
-            let message = "the answer pipeline failed unexpectedly";
-            run.append(ChatEvent::error("internal_error", message, true));
-            (
-                MessageStatus::Failed,
-                None,
-                None,
-                Some(("internal_error".to_owned(), message.to_owned())),
-            )
+            run.append(ChatEvent::error(
+                "internal_error",
+                "the answer pipeline failed unexpectedly",
+                true,
+            ));
+            MessageStatus::Failed
         }
     };
     // Store first: a client that sees `done` and reloads the conversation finds the
     // final answer.
+    let answer = run.answer();
     let finished = FinishedMessage {
         message_id: run.message_id().to_owned(),
-        content: run.content(),
+        content: answer.content,
         status,
-        model,
-        usage,
-        error,
+        model: answer.model,
+        usage: answer.usage,
+        error: answer.error.map(|e| (e.code, e.error)),
     };
-    if let Err(error) = hub.store.finish_message(finished).await {
-        tracing::error!(run_id = run.id(), %error, "storing the answer failed");
+    if !store_finished(hub.store.as_ref(), &run, finished).await {
+        run.append(ChatEvent::error(
+            "answer_not_stored",
+            "the answer could not be saved; it is complete in this stream only",
+            true,
+        ));
     }
     run.append(ChatEvent::done(status));
+    hub.retain(&run, job.key);
     tracing::debug!(run_id = run.id(), %status, "run finished");
     drop(slot);
+}
+
+/// Stores a finished answer, retrying (the write is idempotent) with backoff while
+/// the store fails. Returns whether it was stored; a failure that lasts is logged.
+async fn store_finished(store: &dyn Store, run: &Run, message: FinishedMessage) -> bool {
+    let mut backoff = FINISH_BACKOFF;
+    for attempt in 1..=FINISH_ATTEMPTS {
+        match store.finish_message(message.clone()).await {
+            Ok(_) => return true,
+            Err(StoreError::Closed) => {
+                tracing::error!(
+                    run_id = run.id(),
+                    "the store closed before the answer was stored"
+                );
+                return false;
+            }
+            Err(error) if attempt < FINISH_ATTEMPTS => {
+                tracing::warn!(run_id = run.id(), %error, attempt, "storing the answer failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(error) => {
+                tracing::error!(run_id = run.id(), %error, attempts = FINISH_ATTEMPTS, "storing the answer failed; giving up");
+            }
+        }
+    }
+    false
 }
 
 async fn flush_loop(hub: Arc<Hub>) {

@@ -1,35 +1,42 @@
-//! A run: one answer being produced, as an append-only log of events.
+//! A run: one answer being produced, as an append-only log of typed events.
 //!
-//! The producer appends; subscribers are cursors into the log. Each event is encoded
-//! once, when appended, in the native wire form, straight into one contiguous buffer
-//! with an offset per event, so replaying to any number of subscribers is copying
-//! bytes and a finished run costs little more than its wire bytes. A slow subscriber
-//! costs its cursor, nothing more.
+//! The producer appends [`ChatEvent`]s; subscribers are cursors into the log. The
+//! log keeps the events themselves, and beside them, per wire format that someone
+//! reads, the bytes of the events encoded so far in one contiguous buffer with an
+//! offset per event. An event is encoded once per format, on first use, and those
+//! bytes are shared by every subscriber of the format: replaying to any number of
+//! subscribers is copying bytes. A slow subscriber costs its cursor, nothing more.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
-use tidewire_protocol::api::RunView;
-use tidewire_protocol::{ChatEvent, ErrorEvent, MessageStatus, Source, Usage};
-use tidewire_sse::Frame;
+use tidewire_protocol::{Answer, ChatEvent, MessageStatus};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::format::{EventEncoder, RunIdentity, WireFormat};
 
 /// The most bytes one subscriber write carries when catching up, so a long replay
 /// goes out in a few large writes without holding the run's lock for long.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
+/// What an event costs in the log besides its text (its struct, its `Arc`, its
+/// sequence number), for the size limit.
+const EVENT_OVERHEAD: usize = 64;
+
 /// Why a run was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {
-    /// `POST /api/runs/{id}/cancel`.
+    /// `POST /api/runs/{id}/cancel`, or its conversation was deleted.
     Requested,
     /// No subscriber for the configured grace period.
     Idle,
     /// The server is shutting down.
     Shutdown,
+    /// The run's log reached its size limit.
+    TooLarge,
 }
 
 impl CancelReason {
@@ -38,16 +45,16 @@ impl CancelReason {
         match self {
             Self::Requested | Self::Idle => MessageStatus::Cancelled,
             Self::Shutdown => MessageStatus::Interrupted,
+            Self::TooLarge => MessageStatus::Failed,
         }
     }
 }
 
 /// One answer being produced.
-#[derive(Debug)]
 pub struct Run {
-    id: String,
-    conversation_id: String,
-    message_id: String,
+    identity: RunIdentity,
+    /// The largest log, in (estimated) bytes.
+    max_bytes: usize,
     state: Mutex<RunState>,
     /// Woken on every append; subscribers wait on it when caught up.
     appended: Notify,
@@ -56,36 +63,43 @@ pub struct Run {
     subscribers: AtomicUsize,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("id", &self.identity.run_id)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct RunState {
-    log: Log,
-    /// Reused to serialize each payload before it is framed into the log.
-    scratch: Vec<u8>,
-    /// The newest event's bytes, shared by the subscribers that read it.
-    newest: Option<(usize, Bytes)>,
-    status: MessageStatus,
-    /// The answer text so far: every `token` appended.
-    content: String,
-    /// How much of `content` the store holds.
+    events: Vec<Arc<ChatEvent>>,
+    /// The answer so far, folded from `events`.
+    answer: Answer,
+    /// The estimated size of `events`.
+    bytes: usize,
+    /// The encoded events, one entry per format read.
+    encodings: Vec<Encoding>,
+    /// How much of the answer text the store holds.
     flushed_len: usize,
-    sources: Vec<Source>,
-    quality_score: Option<f64>,
-    follow_up_questions: Vec<String>,
-    usage: Option<Usage>,
-    error: Option<ErrorEvent>,
     finished_at: Option<Instant>,
     /// Since when the run has had no subscriber.
     idle_since: Option<Instant>,
 }
 
-/// The encoded events: their wire bytes end to end, and where each one starts.
-#[derive(Debug, Default)]
-struct Log {
+/// The events of a run in one wire format: their bytes end to end, and where each
+/// one starts.
+struct Encoding {
+    format: &'static str,
+    /// Dropped once every event, `done` included, is encoded.
+    encoder: Option<Box<dyn EventEncoder>>,
     wire: Vec<u8>,
     starts: Vec<usize>,
+    /// The newest event's bytes, shared by the subscribers that read it.
+    newest: Option<(usize, Bytes)>,
 }
 
-impl Log {
+impl Encoding {
     fn len(&self) -> usize {
         self.starts.len()
     }
@@ -94,25 +108,23 @@ impl Log {
     fn start(&self, index: usize) -> usize {
         self.starts.get(index).copied().unwrap_or(self.wire.len())
     }
-}
 
-/// What a run produced, for a `stream: false` answer.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    /// How the run ended (or `streaming`).
-    pub status: MessageStatus,
-    /// The answer text.
-    pub content: String,
-    /// Retrieved sources.
-    pub sources: Vec<Source>,
-    /// The quality score, if scored.
-    pub quality_score: Option<f64>,
-    /// Suggested next questions.
-    pub follow_up_questions: Vec<String>,
-    /// Token counts.
-    pub usage: Option<Usage>,
-    /// The error that ended the run.
-    pub error: Option<ErrorEvent>,
+    /// Encodes the events this encoding does not have yet.
+    fn catch_up(&mut self, events: &[Arc<ChatEvent>], finished: bool) {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return;
+        };
+        for (index, event) in events.iter().enumerate().skip(self.starts.len()) {
+            self.starts.push(self.wire.len());
+            encoder.encode(index as u64 + 1, event, &mut self.wire);
+        }
+        if finished {
+            // A finished run is kept for its retention period: keep it small.
+            self.encoder = None;
+            self.wire.shrink_to_fit();
+            self.starts.shrink_to_fit();
+        }
+    }
 }
 
 /// Bytes for a subscriber, and where its cursor goes next.
@@ -127,24 +139,17 @@ pub struct Batch {
 }
 
 impl Run {
-    /// A new run with an empty log, no subscriber.
-    pub fn new(id: String, conversation_id: String, message_id: String) -> Self {
+    /// A new run with an empty log, no subscriber, whose log may hold `max_bytes`.
+    pub fn new(identity: RunIdentity, max_bytes: usize) -> Self {
         Self {
-            id,
-            conversation_id,
-            message_id,
+            identity,
+            max_bytes,
             state: Mutex::new(RunState {
-                log: Log::default(),
-                scratch: Vec::with_capacity(128),
-                newest: None,
-                status: MessageStatus::Streaming,
-                content: String::new(),
+                events: Vec::new(),
+                answer: Answer::default(),
+                bytes: 0,
+                encodings: Vec::new(),
                 flushed_len: 0,
-                sources: Vec::new(),
-                quality_score: None,
-                follow_up_questions: Vec::new(),
-                usage: None,
-                error: None,
                 finished_at: None,
                 idle_since: Some(Instant::now()),
             }),
@@ -155,24 +160,24 @@ impl Run {
         }
     }
 
+    /// Who the run is.
+    pub fn identity(&self) -> &RunIdentity {
+        &self.identity
+    }
+
     /// The run's id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.identity.run_id
     }
 
     /// The conversation of the answer.
     pub fn conversation_id(&self) -> &str {
-        &self.conversation_id
+        &self.identity.conversation_id
     }
 
     /// The assistant message the run writes.
     pub fn message_id(&self) -> &str {
-        &self.message_id
-    }
-
-    /// The URL that attaches to this run.
-    pub fn events_url(&self) -> String {
-        format!("/api/runs/{}/events", self.id)
+        &self.identity.message_id
     }
 
     fn state(&self) -> MutexGuard<'_, RunState> {
@@ -184,7 +189,9 @@ impl Run {
     }
 
     /// Appends an event with the next sequence number and wakes the subscribers.
-    /// Nothing is appended after `done`.
+    /// Nothing is appended after `done`. An event that would take the log over its
+    /// size limit is dropped and the run is cancelled (`error`, `metadata` and
+    /// `done`, which end a run, always fit).
     pub fn append(&self, event: ChatEvent) {
         {
             let mut guard = self.state();
@@ -192,42 +199,54 @@ impl Run {
             if state.finished_at.is_some() {
                 return;
             }
-            match &event {
-                ChatEvent::Token(token) => state.content.push_str(&token.token),
-                ChatEvent::Sources(sources) => state.sources.clone_from(&sources.sources),
-                ChatEvent::QualityScore(score) => state.quality_score = Some(score.quality_score),
-                ChatEvent::FollowUpQuestions(questions) => {
-                    state
-                        .follow_up_questions
-                        .clone_from(&questions.follow_up_questions);
-                }
-                ChatEvent::Metadata(metadata) => state.usage = Some(metadata.usage),
-                ChatEvent::Error(error) => state.error = Some(error.clone()),
-                ChatEvent::Done(done) => {
-                    state.status = done.status;
-                    state.finished_at = Some(Instant::now());
-                }
-                _ => {}
+            let size = approx_size(&event);
+            let ends_run = matches!(
+                event,
+                ChatEvent::Error(_) | ChatEvent::Metadata(_) | ChatEvent::Done(_)
+            );
+            if !ends_run && state.bytes.saturating_add(size) > self.max_bytes {
+                drop(guard);
+                self.cancel(CancelReason::TooLarge);
+                return;
             }
-            let seq = state.log.len() + 1;
-            state.log.starts.push(state.log.wire.len());
-            encode_native(seq, &event, &mut state.scratch, &mut state.log.wire);
+            state.bytes += size;
+            state.answer.apply(&event);
+            if let ChatEvent::Done(_) = event {
+                state.finished_at = Some(Instant::now());
+            }
+            state.events.push(Arc::new(event));
             if state.finished_at.is_some() {
-                // A finished run is kept for its retention period: keep it small.
-                state.log.wire.shrink_to_fit();
-                state.log.starts.shrink_to_fit();
-                state.scratch = Vec::new();
+                state.events.shrink_to_fit();
             }
         }
         self.appended.notify_waiters();
     }
 
-    /// The bytes of the events from index `next` on (at most [`MAX_BATCH_BYTES`], but
-    /// always at least one event), in one buffer.
-    pub fn read_from(&self, next: usize) -> Batch {
+    /// The bytes, in `format`, of the events from index `next` on (at most
+    /// [`MAX_BATCH_BYTES`], but always at least one event), in one buffer.
+    pub fn read_from(&self, format: &dyn WireFormat, next: usize) -> Batch {
         let mut guard = self.state();
         let state = &mut *guard;
-        let log = &state.log;
+        let finished = state.finished_at.is_some();
+        let index = match state
+            .encodings
+            .iter()
+            .position(|encoding| encoding.format == format.name())
+        {
+            Some(index) => index,
+            None => {
+                state.encodings.push(Encoding {
+                    format: format.name(),
+                    encoder: Some(format.encoder(&self.identity)),
+                    wire: Vec::new(),
+                    starts: Vec::new(),
+                    newest: None,
+                });
+                state.encodings.len() - 1
+            }
+        };
+        let log = &mut state.encodings[index];
+        log.catch_up(&state.events, finished);
         let len = log.len();
         let next = next.min(len);
         let from = log.start(next);
@@ -245,11 +264,11 @@ impl Run {
         };
         let bytes = if until == len && until == next + 1 {
             // Caught-up subscribers all want the newest event: copy it once and share it.
-            match &state.newest {
+            match &log.newest {
                 Some((index, bytes)) if *index == next => bytes.clone(),
                 _ => {
                     let bytes = Bytes::copy_from_slice(&log.wire[from..]);
-                    state.newest = Some((next, bytes.clone()));
+                    log.newest = Some((next, bytes.clone()));
                     bytes
                 }
             }
@@ -259,7 +278,7 @@ impl Run {
         Batch {
             bytes,
             next: until,
-            complete: state.finished_at.is_some() && until >= len,
+            complete: finished && until >= len,
         }
     }
 
@@ -286,12 +305,18 @@ impl Run {
 
     /// How many events the log holds: the id of the last one.
     pub fn len(&self) -> usize {
-        self.state().log.len()
+        self.state().events.len()
     }
 
     /// Whether the log is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The events from index `from` on.
+    pub fn events_from(&self, from: usize) -> Vec<Arc<ChatEvent>> {
+        let state = self.state();
+        state.events.get(from..).unwrap_or_default().to_vec()
     }
 
     /// Whether `done` was appended.
@@ -304,56 +329,46 @@ impl Run {
         self.state().finished_at
     }
 
+    /// The answer so far.
+    pub fn answer(&self) -> Answer {
+        self.state().answer.clone()
+    }
+
+    /// The status: `streaming` until `done`.
+    pub fn status(&self) -> MessageStatus {
+        self.state().answer.status
+    }
+
     /// The answer text so far.
     pub fn content(&self) -> String {
-        self.state().content.clone()
+        self.state().answer.content.clone()
+    }
+
+    /// What the run holds in memory, in (estimated) bytes: its events and their
+    /// encodings.
+    pub fn retained_bytes(&self) -> usize {
+        let state = self.state();
+        state.bytes
+            + state
+                .encodings
+                .iter()
+                .map(|e| e.wire.capacity() + e.starts.capacity() * size_of::<usize>())
+                .sum::<usize>()
     }
 
     /// The text not yet flushed to the store, with where it starts, if any.
     pub fn unflushed(&self) -> Option<(usize, String)> {
         let state = self.state();
+        let content = &state.answer.content;
         // `flushed_len` was the length of the text once, so it is a char boundary.
-        (state.finished_at.is_none() && state.content.len() > state.flushed_len).then(|| {
-            (
-                state.flushed_len,
-                state.content[state.flushed_len..].to_owned(),
-            )
-        })
+        (state.finished_at.is_none() && content.len() > state.flushed_len)
+            .then(|| (state.flushed_len, content[state.flushed_len..].to_owned()))
     }
 
     /// Records that the store holds the first `len` bytes of the text.
     pub fn mark_flushed(&self, len: usize) {
         let mut state = self.state();
         state.flushed_len = state.flushed_len.max(len);
-    }
-
-    /// What the run produced so far.
-    pub fn summary(&self) -> RunSummary {
-        let state = self.state();
-        RunSummary {
-            status: state.status,
-            content: state.content.clone(),
-            sources: state.sources.clone(),
-            quality_score: state.quality_score,
-            follow_up_questions: state.follow_up_questions.clone(),
-            usage: state.usage,
-            error: state.error.clone(),
-        }
-    }
-
-    /// The run as `GET /api/runs/{id}` shows it.
-    pub fn view(&self) -> RunView {
-        let state = self.state();
-        RunView {
-            run_id: self.id.clone(),
-            conversation_id: self.conversation_id.clone(),
-            message_id: self.message_id.clone(),
-            status: state.status,
-            last_event_id: state.log.len() as u64,
-            events_url: self.events_url(),
-            content: state.content.clone(),
-            subscribers: self.subscribers.load(Ordering::Relaxed),
-        }
     }
 
     /// Asks the producer to stop. The first reason given wins; asking again is harmless.
@@ -382,24 +397,60 @@ impl Run {
         self.state().idle_since
     }
 
-    /// A cursor into the log, positioned after the first `after` events.
-    pub fn subscribe(self: &Arc<Self>, after: usize) -> Subscription {
+    /// A cursor into the log in `format`, positioned after the first `after` events.
+    pub fn subscribe(self: &Arc<Self>, after: usize, format: Arc<dyn WireFormat>) -> Subscription {
         let mut state = self.state();
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         state.idle_since = None;
         drop(state);
         Subscription {
             run: Arc::clone(self),
+            format,
             next: after,
         }
     }
 }
 
-/// A subscriber: a cursor into a run's log. Dropping it unsubscribes.
-#[derive(Debug)]
+/// The estimated size of an event in the log.
+fn approx_size(event: &ChatEvent) -> usize {
+    EVENT_OVERHEAD
+        + match event {
+            ChatEvent::Token(token) => token.token.len(),
+            ChatEvent::Sources(sources) => sources
+                .sources
+                .iter()
+                .map(|s| s.text.len() + s.document_name.len() + s.chunk_id.len() + 16)
+                .sum(),
+            ChatEvent::FollowUpQuestions(questions) => {
+                questions.follow_up_questions.iter().map(String::len).sum()
+            }
+            ChatEvent::ToolStarted(call) => call.tool_name.len() + call.arguments.to_string().len(),
+            ChatEvent::ToolFinished(call) => call.tool_name.len() + call.result.to_string().len(),
+            ChatEvent::Error(error) => error.error.len(),
+            ChatEvent::Run(_)
+            | ChatEvent::Stage(_)
+            | ChatEvent::QualityScore(_)
+            | ChatEvent::Metadata(_)
+            | ChatEvent::Done(_) => 0,
+        }
+}
+
+/// A subscriber: a cursor into a run's log, in one wire format. Dropping it
+/// unsubscribes.
 pub struct Subscription {
     run: Arc<Run>,
+    format: Arc<dyn WireFormat>,
     next: usize,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("run", &self.run.id())
+            .field("format", &self.format.name())
+            .field("next", &self.next)
+            .finish()
+    }
 }
 
 impl Subscription {
@@ -413,9 +464,10 @@ impl Subscription {
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next_batch(&mut self) -> Option<Bytes> {
         let run = Arc::clone(&self.run);
+        let format = self.format.as_ref();
         let next = &mut self.next;
         run.appended_after(|| {
-            let batch = run.read_from(*next);
+            let batch = run.read_from(format, *next);
             *next = batch.next;
             if !batch.bytes.is_empty() {
                 Some(Some(batch.bytes))
@@ -430,7 +482,7 @@ impl Subscription {
 
     /// The events after the cursor that are already there, without waiting.
     pub fn ready_batch(&mut self) -> Option<Bytes> {
-        let batch = self.run.read_from(self.next);
+        let batch = self.run.read_from(self.format.as_ref(), self.next);
         self.next = batch.next;
         (!batch.bytes.is_empty()).then_some(batch.bytes)
     }
@@ -450,39 +502,72 @@ impl Drop for Subscription {
     }
 }
 
-/// Appends `id: <seq>`, `event: <name>` and one `data:` line of JSON to `wire`.
-fn encode_native(seq: usize, event: &ChatEvent, scratch: &mut Vec<u8>, wire: &mut Vec<u8>) {
-    scratch.clear();
-    // Serializing the protocol's plain structs into memory cannot fail, and JSON
-    // escapes every line break, so the data is one line.
-    let _ = event.write_data(scratch);
-    let data = String::from_utf8_lossy(scratch);
-    let mut digits = [0u8; 20];
-    let id = format_decimal(seq, &mut digits);
-    // Ids are digits and names fixed identifiers: neither can hold CR or LF.
-    let _ = Frame::new(&data).id(id).event(event.name()).encode(wire);
-}
-
-/// `n` in decimal, written into `buf`, without allocating.
-fn format_decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `seq name data` lines: enough to see ids, order and batching.
+    struct Plain;
+
+    struct PlainEncoder;
+
+    impl WireFormat for Plain {
+        fn name(&self) -> &'static str {
+            "plain"
+        }
+
+        fn encoder(&self, _: &RunIdentity) -> Box<dyn EventEncoder> {
+            Box::new(PlainEncoder)
+        }
+    }
+
+    impl EventEncoder for PlainEncoder {
+        fn encode(&mut self, seq: u64, event: &ChatEvent, out: &mut Vec<u8>) {
+            out.extend_from_slice(
+                format!("{seq} {} {}\n", event.name(), event.data_json()).as_bytes(),
+            );
+        }
+    }
+
+    /// Leaves out every event but tokens, and counts how often it encodes.
+    struct TokensOnly(Arc<AtomicUsize>);
+
+    impl WireFormat for TokensOnly {
+        fn name(&self) -> &'static str {
+            "tokens"
+        }
+
+        fn encoder(&self, _: &RunIdentity) -> Box<dyn EventEncoder> {
+            Box::new(TokensOnlyEncoder(Arc::clone(&self.0)))
+        }
+    }
+
+    struct TokensOnlyEncoder(Arc<AtomicUsize>);
+
+    impl EventEncoder for TokensOnlyEncoder {
+        fn encode(&mut self, _: u64, event: &ChatEvent, out: &mut Vec<u8>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            if let ChatEvent::Token(token) = event {
+                out.extend_from_slice(token.token.as_bytes());
+            }
+        }
+    }
+
+    fn identity(id: &str) -> RunIdentity {
+        RunIdentity {
+            run_id: id.into(),
+            conversation_id: "c".into(),
+            message_id: "m".into(),
+            created: 0,
+        }
+    }
+
     fn run() -> Arc<Run> {
-        Arc::new(Run::new("r".into(), "c".into(), "m".into()))
+        Arc::new(Run::new(identity("r"), usize::MAX))
+    }
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
     }
 
     #[test]
@@ -492,17 +577,19 @@ mod tests {
         run.append(ChatEvent::token("b"));
         run.append(ChatEvent::done(MessageStatus::Complete));
         run.append(ChatEvent::token("late"));
-        let batch = run.read_from(0);
+        let batch = run.read_from(&Plain, 0);
         assert_eq!(
-            std::str::from_utf8(&batch.bytes).unwrap(),
-            "id: 1\nevent: token\ndata: {\"token\":\"a\"}\n\n\
-             id: 2\nevent: token\ndata: {\"token\":\"b\"}\n\n\
-             id: 3\nevent: done\ndata: {\"status\":\"complete\"}\n\n"
+            text(&batch.bytes),
+            "1 token {\"token\":\"a\"}\n2 token {\"token\":\"b\"}\n3 done {\"status\":\"complete\"}\n"
         );
         assert!(batch.complete);
         assert_eq!(run.content(), "ab");
-        assert!(run.read_from(2).bytes.starts_with(b"id: 3\nevent: done\n"));
-        assert!(run.read_from(3).bytes.is_empty() && run.read_from(3).complete);
+        assert_eq!(run.status(), MessageStatus::Complete);
+        assert_eq!(
+            text(&run.read_from(&Plain, 2).bytes),
+            "3 done {\"status\":\"complete\"}\n"
+        );
+        assert!(run.read_from(&Plain, 3).bytes.is_empty() && run.read_from(&Plain, 3).complete);
     }
 
     #[tokio::test]
@@ -511,14 +598,12 @@ mod tests {
         for n in 0..5 {
             run.append(ChatEvent::token(n.to_string()));
         }
-        let mut sub = run.subscribe(2);
+        let mut sub = run.subscribe(2, Arc::new(Plain));
         let backlog = sub.next_batch().await.unwrap();
-        assert!(
-            std::str::from_utf8(&backlog)
-                .unwrap()
-                .starts_with("id: 3\n")
+        assert_eq!(
+            text(&backlog),
+            "3 token {\"token\":\"2\"}\n4 token {\"token\":\"3\"}\n5 token {\"token\":\"4\"}\n"
         );
-        assert_eq!(backlog.iter().filter(|&&b| b == b'\n').count(), 3 * 4);
         let producer = Arc::clone(&run);
         tokio::spawn(async move {
             producer.append(ChatEvent::token("x"));
@@ -528,11 +613,35 @@ mod tests {
         while let Some(bytes) = sub.next_batch().await {
             rest.extend_from_slice(&bytes);
         }
-        assert!(
-            String::from_utf8(rest)
-                .unwrap()
-                .ends_with("id: 7\nevent: done\ndata: {\"status\":\"complete\"}\n\n")
+        assert!(text(&rest).ends_with("7 done {\"status\":\"complete\"}\n"));
+    }
+
+    #[tokio::test]
+    async fn each_format_encodes_each_event_once_and_may_leave_events_out() {
+        let run = run();
+        let encoded = Arc::new(AtomicUsize::new(0));
+        let format: Arc<dyn WireFormat> = Arc::new(TokensOnly(Arc::clone(&encoded)));
+        let mut subs: Vec<_> = (0..10)
+            .map(|_| run.subscribe(0, Arc::clone(&format)))
+            .collect();
+        run.append(ChatEvent::stage("generation"));
+        run.append(ChatEvent::token("Hi"));
+        run.append(ChatEvent::token(" there"));
+        run.append(ChatEvent::done(MessageStatus::Complete));
+        for sub in &mut subs {
+            let mut all = Vec::new();
+            while let Some(bytes) = sub.next_batch().await {
+                all.extend_from_slice(&bytes);
+            }
+            assert_eq!(text(&all), "Hi there");
+        }
+        assert_eq!(
+            encoded.load(Ordering::Relaxed),
+            4,
+            "once per event, not per subscriber"
         );
+        // Another format of the same run has its own bytes.
+        assert!(text(&run.read_from(&Plain, 0).bytes).starts_with("1 stage"));
     }
 
     #[test]
@@ -547,14 +656,10 @@ mod tests {
             let mut all = Vec::new();
             let mut next = 0;
             loop {
-                let batch = run.read_from(next);
+                let batch = run.read_from(&Plain, next);
                 assert!(batch.bytes.len() <= MAX_BATCH_BYTES);
                 assert!(batch.next > next, "every batch makes progress");
-                assert!(
-                    batch
-                        .bytes
-                        .starts_with(format!("id: {}\n", next + 1).as_bytes())
-                );
+                assert!(batch.bytes.starts_with(format!("{} ", next + 1).as_bytes()));
                 all.extend_from_slice(&batch.bytes);
                 next = batch.next;
                 if batch.complete {
@@ -564,21 +669,38 @@ mod tests {
             all
         };
         assert!(whole.len() > 3 * MAX_BATCH_BYTES);
-        assert!(whole.ends_with(b"id: 1001\nevent: done\ndata: {\"status\":\"complete\"}\n\n"));
+        assert!(whole.ends_with(b"1001 done {\"status\":\"complete\"}\n"));
         // One event larger than the limit still goes out, whole.
-        let big = Arc::new(Run::new("b".into(), "c".into(), "m".into()));
+        let big = Arc::new(Run::new(identity("b"), usize::MAX));
         big.append(ChatEvent::token("y".repeat(MAX_BATCH_BYTES + 10)));
-        let batch = big.read_from(0);
+        let batch = big.read_from(&Plain, 0);
         assert_eq!(batch.next, 1);
         assert!(batch.bytes.len() > MAX_BATCH_BYTES);
+    }
+
+    #[test]
+    fn a_log_over_its_limit_cancels_the_run_and_keeps_what_fit() {
+        let run = Arc::new(Run::new(identity("big"), 1000));
+        for _ in 0..100 {
+            run.append(ChatEvent::token("x".repeat(100)));
+        }
+        assert_eq!(run.cancel_reason(), Some(CancelReason::TooLarge));
+        assert_eq!(CancelReason::TooLarge.status(), MessageStatus::Failed);
+        let kept = run.len();
+        assert!(kept > 0 && kept < 10, "{kept}");
+        // What ends a run still fits.
+        run.append(ChatEvent::error("answer_too_large", "too large", false));
+        run.append(ChatEvent::done(MessageStatus::Failed));
+        assert_eq!(run.len(), kept + 2);
+        assert!(run.is_finished());
     }
 
     #[test]
     fn subscribers_are_counted_and_idleness_tracked() {
         let run = run();
         assert!(run.idle_since().is_some());
-        let a = run.subscribe(0);
-        let b = run.subscribe(0);
+        let a = run.subscribe(0, Arc::new(Plain));
+        let b = run.subscribe(0, Arc::new(Plain));
         assert_eq!(run.subscribers(), 2);
         assert!(run.idle_since().is_none());
         drop(a);

@@ -12,6 +12,10 @@ use futures_util::StreamExt;
 
 use super::{Backend, Chunk, Generation, GenerationRequest, LlmError};
 
+/// The longest `Retry-After` honoured by waiting; a backend that asks for more is
+/// not retried (the next one is tried at once), so no run is parked for long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// A backend, then the next ones if it fails before its first token.
 pub struct Failover {
     chain: Vec<Arc<dyn Backend>>,
@@ -60,7 +64,8 @@ impl Backend for Failover {
                     Ok(generation) => return Ok(generation),
                     Err(error) => {
                         tracing::warn!(model = backend.model(), code = %error.code, attempt = attempt + 1, "model request failed before its first token");
-                        let retry = error.retryable;
+                        let retry = error.retryable
+                            && error.retry_after.is_none_or(|wait| wait <= MAX_RETRY_AFTER);
                         last = error;
                         if !retry {
                             break;
@@ -229,5 +234,29 @@ mod tests {
         let failover = Failover::new(vec![only], 2, Duration::from_millis(10));
         let error = failover.generate(request()).await.unwrap_err();
         assert_eq!(error.code, "upstream_incomplete");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_of_a_day_moves_to_the_next_backend_instead_of_waiting() {
+        let mut rate_limited = LlmError::new("upstream_rate_limited", "429", true);
+        rate_limited.retry_after = Some(Duration::from_secs(86_400));
+        let primary = Arc::new(Scripted {
+            name: "primary",
+            calls: Mutex::new(vec![vec![Err(rate_limited)], vec![]]),
+        });
+        let secondary = Arc::new(Scripted {
+            name: "secondary",
+            calls: Mutex::new(vec![vec![Ok(Chunk::Text("ok".into()))]]),
+        });
+        let failover = Failover::new(
+            vec![primary.clone(), secondary],
+            3,
+            Duration::from_millis(10),
+        );
+        let started = tokio::time::Instant::now();
+        let (model, _) = texts(failover.generate(request()).await.unwrap()).await;
+        assert_eq!(model, "secondary");
+        assert!(started.elapsed() < MAX_RETRY_AFTER, "no day-long wait");
+        assert_eq!(primary.calls.lock().unwrap().len(), 1, "not retried");
     }
 }

@@ -181,22 +181,63 @@ pub async fn send(
     }
 }
 
+/// The most of a refusal's body that is read: enough for any error message, and
+/// a server that sends an endless body cannot hold the run.
+const MAX_REFUSAL_BYTES: usize = 64 * 1024;
+
+/// The most of a non-streamed JSON body that is read.
+pub const MAX_JSON_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads at most `limit` bytes of a body, until `deadline`. Returns the text and
+/// whether the body was longer (then the rest is left unread); a broken body or a
+/// passed deadline ends the read with what arrived.
+pub async fn read_limited(
+    response: reqwest::Response,
+    limit: usize,
+    deadline: Instant,
+) -> Result<(String, bool), LlmError> {
+    let mut body = response.bytes_stream();
+    let mut bytes = Vec::new();
+    let mut over = false;
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| body_error(&error))?;
+            let room = limit - bytes.len();
+            if chunk.len() > room {
+                bytes.extend_from_slice(&chunk[..room]);
+                over = true;
+                break;
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok::<(), LlmError>(())
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(result) => result?,
+        Err(_) => tracing::debug!("the model server's body did not end in time; using its start"),
+    }
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), over))
+}
+
 /// A response with an error status, read.
 pub struct Refusal {
     /// The HTTP status.
     pub status: u16,
-    /// The body.
+    /// The start of the body.
     pub text: String,
     /// Its `Retry-After`.
     pub retry_after: Option<Duration>,
 }
 
 impl Refusal {
-    /// Reads a refused response.
-    pub async fn read(response: reqwest::Response) -> Self {
+    /// Reads a refused response: its first 64 KiB, until `deadline`.
+    pub async fn read(response: reqwest::Response, deadline: Instant) -> Self {
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        let text = read_limited(response, MAX_REFUSAL_BYTES, deadline)
+            .await
+            .map(|(text, _)| text)
+            .unwrap_or_default();
         Self {
             status,
             text,
@@ -301,38 +342,43 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// The error of a request that failed before any answer (connection refused, reset,
-/// connect timeout). reqwest's message names the URL, never the headers, so no
-/// credential can leak into it.
+/// connect timeout). The client gets a clean message; reqwest's (which names the
+/// server's URL) goes to the log only.
 pub fn request_error(error: &reqwest::Error, timeouts: &Timeouts) -> LlmError {
     if error.is_connect() && error.is_timeout() {
-        return timeout_error("connect", timeouts.connect, true);
+        return timeout_error("connect", timeouts.connect, true).with_detail(chain(error));
     }
+    let (code, message) = if error.is_connect() {
+        ("upstream_unreachable", "cannot reach the model server")
+    } else {
+        (
+            "upstream_connection_failed",
+            "the request to the model server failed",
+        )
+    };
+    LlmError::new(code, message, true).with_detail(chain(error))
+}
+
+/// An error and its causes, on one line, for the log.
+fn chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    let code = if error.is_connect() {
-        "upstream_unreachable"
-    } else {
-        "upstream_connection_failed"
-    };
-    LlmError::new(
-        code,
-        format!("cannot reach the model server: {message}"),
-        true,
-    )
+    message
 }
 
 /// The stream broke: the connection dropped or the body could not be read.
 pub fn body_error(error: &reqwest::Error) -> LlmError {
     LlmError::new(
         "upstream_disconnected",
-        format!("the connection to the model server broke: {error}"),
+        "the connection to the model server broke",
         true,
     )
+    .with_detail(chain(error))
 }
 
 /// The body ended without the end-of-answer marker: the answer is incomplete.

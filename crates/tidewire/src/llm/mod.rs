@@ -34,7 +34,8 @@ pub use registry::{Backends, UnknownBackend};
 pub use synthetic::Synthetic;
 
 /// Who wrote a message of the prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PromptRole {
     /// Instructions.
     System,
@@ -45,7 +46,7 @@ pub enum PromptRole {
 }
 
 /// One message of the prompt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PromptMessage {
     /// Who wrote it.
     pub role: PromptRole,
@@ -87,6 +88,8 @@ pub struct LlmError {
     pub retryable: bool,
     /// How long the upstream asked us to wait (`Retry-After`).
     pub retry_after: Option<std::time::Duration>,
+    /// What only the log should show: library messages, the server's address.
+    pub detail: Option<String>,
 }
 
 impl LlmError {
@@ -97,7 +100,14 @@ impl LlmError {
             message: message.into(),
             retryable,
             retry_after: None,
+            detail: None,
         }
+    }
+
+    /// Adds a detail for the log, never sent to clients.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 }
 

@@ -63,7 +63,11 @@ impl Backend for Ollama {
         )
         .await?;
         if !response.status().is_success() {
-            return Err(http::Refusal::read(response).await.error());
+            return Err(
+                http::Refusal::read(response, started + self.timeouts.first_token)
+                    .await
+                    .error(),
+            );
         }
         let parser = Ndjson {
             buffer: BytesMut::new(),

@@ -92,7 +92,7 @@ impl Backend for OpenAi {
             if response.status().is_success() {
                 break response;
             }
-            let refusal = http::Refusal::read(response).await;
+            let refusal = http::Refusal::read(response, started + self.timeouts.first_token).await;
             if include_usage
                 && matches!(refusal.status, 400 | 422)
                 && refusal.text.contains("stream_options")
@@ -111,7 +111,19 @@ impl Backend for OpenAi {
         let stream: TokenStream = if is_json {
             // A JSON error with no SSE framing, or the whole answer from a server that
             // ignored `stream: true`.
-            let text = response.text().await.map_err(|e| http::body_error(&e))?;
+            let deadline = started + self.timeouts.total;
+            let (text, over) =
+                http::read_limited(response, http::MAX_JSON_BODY_BYTES, deadline).await?;
+            if over {
+                return Err(LlmError::new(
+                    "upstream_response_too_large",
+                    format!(
+                        "the model server sent a JSON body over {} bytes",
+                        http::MAX_JSON_BODY_BYTES
+                    ),
+                    false,
+                ));
+            }
             Box::pin(futures_util::stream::iter(whole_body(&text)))
         } else {
             // Anything else is read as an event stream, whatever its Content-Type says.

@@ -82,8 +82,11 @@ pub struct SyntheticStream {
 
 impl SyntheticStream {
     fn new(prompt: &str, prompt_tokens: u64, max_tokens: u32, tokens_per_second: f64) -> Self {
-        let interval = (tokens_per_second > 0.0 && tokens_per_second.is_finite())
-            .then(|| Duration::from_secs_f64(1.0 / tokens_per_second));
+        // Requests are validated to a sane pace; a pace too slow for a `Duration`
+        // (1e-300 tokens a second) still must not panic here.
+        let interval = (tokens_per_second > 0.0)
+            .then(|| Duration::try_from_secs_f64(1.0 / tokens_per_second).ok())
+            .flatten();
         Self {
             rng: fnv1a(prompt.as_bytes()),
             produced: 0,
@@ -139,7 +142,8 @@ impl Stream for SyntheticStream {
             Some(interval) => {
                 // Token n is due at start + n * interval: a late wake-up does not
                 // push every later token back.
-                let due = self.start + interval * self.produced;
+                let offset = interval.saturating_mul(self.produced);
+                let due = self.start.checked_add(offset).unwrap_or_else(far_future);
                 if due > Instant::now() {
                     let sleep = self
                         .sleep
@@ -177,6 +181,12 @@ fn splitmix64(state: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A time that never comes in practice (a year away), for a due time past what an
+/// `Instant` can hold.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
 #[cfg(test)]

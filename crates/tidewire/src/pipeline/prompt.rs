@@ -1,9 +1,6 @@
 //! The prompt of a question: the system prompt, the end of the conversation so far
 //! (bounded in messages and characters), then the question.
 
-use tidewire_protocol::MessageStatus;
-use tidewire_protocol::api::{Message, Role};
-
 use crate::llm::{PromptMessage, PromptRole};
 
 /// How much of the conversation goes with a question.
@@ -15,42 +12,45 @@ pub struct HistoryLimits {
     pub chars: usize,
 }
 
-/// The messages to send: `system` first, then the most recent of `history` that fit
-/// the limits (oldest dropped first), then `question`. Answers still being written
-/// (by another run) and empty ones are left out.
+/// The messages to send: the system prompt first (the history's own system
+/// messages if it has any, else `system`), then the most recent of `history` that
+/// fit the limits (oldest dropped first), then `question`. Empty messages are left
+/// out.
 pub fn build_prompt(
     system: Option<&str>,
-    history: &[Message],
+    history: &[PromptMessage],
     question: &str,
     limits: HistoryLimits,
 ) -> Vec<PromptMessage> {
+    let given_system: Vec<&PromptMessage> = history
+        .iter()
+        .filter(|m| m.role == PromptRole::System && !m.content.trim().is_empty())
+        .collect();
     let mut earlier = Vec::new();
     let mut chars = 0;
     for message in history.iter().rev() {
         if earlier.len() >= limits.messages {
             break;
         }
-        if message.content.trim().is_empty() || message.status == MessageStatus::Streaming {
+        if message.role == PromptRole::System || message.content.trim().is_empty() {
             continue;
         }
         chars += message.content.chars().count();
         if chars > limits.chars {
             break;
         }
-        earlier.push(PromptMessage {
-            role: match message.role {
-                Role::User => PromptRole::User,
-                Role::Assistant => PromptRole::Assistant,
-            },
-            content: message.content.clone(),
-        });
+        earlier.push(message.clone());
     }
     let mut prompt = Vec::with_capacity(earlier.len() + 2);
-    if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
-        prompt.push(PromptMessage {
-            role: PromptRole::System,
-            content: system.to_owned(),
-        });
+    if given_system.is_empty() {
+        if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
+            prompt.push(PromptMessage {
+                role: PromptRole::System,
+                content: system.to_owned(),
+            });
+        }
+    } else {
+        prompt.extend(given_system.into_iter().cloned());
     }
     prompt.extend(earlier.into_iter().rev());
     prompt.push(PromptMessage {
@@ -64,30 +64,22 @@ pub fn build_prompt(
 mod tests {
     use super::*;
 
-    fn message(role: Role, content: &str, status: MessageStatus) -> Message {
-        Message {
-            id: String::new(),
-            conversation_id: String::new(),
+    fn message(role: PromptRole, content: &str) -> PromptMessage {
+        PromptMessage {
             role,
             content: content.into(),
-            status,
-            run_id: None,
-            usage: None,
-            model: None,
-            created_at: String::new(),
-            updated_at: String::new(),
         }
     }
 
     #[test]
     fn the_most_recent_history_that_fits_goes_between_system_and_question() {
         let history = vec![
-            message(Role::User, "one", MessageStatus::Complete),
-            message(Role::Assistant, "answer one", MessageStatus::Complete),
-            message(Role::User, "two", MessageStatus::Complete),
-            message(Role::Assistant, "", MessageStatus::Failed),
-            message(Role::User, "three", MessageStatus::Complete),
-            message(Role::Assistant, "partial", MessageStatus::Cancelled),
+            message(PromptRole::User, "one"),
+            message(PromptRole::Assistant, "answer one"),
+            message(PromptRole::User, "two"),
+            message(PromptRole::Assistant, ""),
+            message(PromptRole::User, "three"),
+            message(PromptRole::Assistant, "partial"),
         ];
         let limits = HistoryLimits {
             messages: 3,
@@ -122,5 +114,20 @@ mod tests {
             3,
             "only 'three' and 'partial' fit in 12 characters"
         );
+    }
+
+    #[test]
+    fn a_system_message_in_the_history_replaces_the_configured_one() {
+        let history = vec![
+            message(PromptRole::System, "Answer in French."),
+            message(PromptRole::User, "hi"),
+        ];
+        let limits = HistoryLimits {
+            messages: 10,
+            chars: 1000,
+        };
+        let prompt = build_prompt(Some("Be brief."), &history, "and now?", limits);
+        assert_eq!(prompt[0], message(PromptRole::System, "Answer in French."));
+        assert_eq!(prompt.len(), 3);
     }
 }

@@ -7,7 +7,7 @@ mod sqlite;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use tidewire_protocol::api::{Conversation, Message};
+use tidewire_protocol::api::Role;
 use tidewire_protocol::{MessageStatus, Usage};
 
 pub use sqlite::SqliteStore;
@@ -38,6 +38,83 @@ pub enum StoreError {
     /// The store's writer has stopped (the server is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// Another tidewire holds the data directory.
+    #[error(
+        "the data directory {path} is in use by another tidewire (process {holder}); \
+         stop it, or give this one another --data-dir"
+    )]
+    Locked {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// What the lock file says of its holder (a process id), if anything.
+        holder: String,
+    },
+    /// The store broke one of its own rules: a bug, reported rather than hidden.
+    #[error("store bug: {0}")]
+    Internal(&'static str),
+}
+
+/// A point in time, as stored: milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        Self(now_millis())
+    }
+
+    /// RFC 3339 with milliseconds.
+    pub fn rfc3339(self) -> String {
+        rfc3339(self.0)
+    }
+
+    /// How long ago this was (zero if it is in the future).
+    pub fn elapsed(self) -> Duration {
+        Duration::from_millis(u64::try_from(now_millis().saturating_sub(self.0)).unwrap_or(0))
+    }
+}
+
+/// A stored conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    /// Its id.
+    pub id: String,
+    /// The start of its first message.
+    pub title: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its last turn started.
+    pub updated_at: Timestamp,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    /// Its id.
+    pub id: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// Its place in the conversation: 1, 2, 3, ...
+    pub seq: i64,
+    /// Who wrote it.
+    pub role: Role,
+    /// Its text (for a running answer, up to the last flush).
+    pub content: String,
+    /// `complete` for user messages; for answers, how their run ended.
+    pub status: MessageStatus,
+    /// The run that wrote an answer.
+    pub run_id: Option<String>,
+    /// The model that wrote an answer.
+    pub model: Option<String>,
+    /// Token counts of an answer, when known.
+    pub usage: Option<Usage>,
+    /// The error that ended an answer, as (code, message).
+    pub error: Option<(String, String)>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
 }
 
 /// A new turn: the user's message and the answer about to be written.
@@ -99,24 +176,26 @@ pub trait Store: Send + Sync + 'static {
     /// Appends the new text of running answers, all in one transaction. Writing the
     /// same piece twice changes nothing.
     async fn flush_partial(&self, answers: Vec<PartialAnswer>) -> Result<(), StoreError>;
-    /// Writes the final text and status of an answer.
-    async fn finish_message(&self, message: FinishedMessage) -> Result<(), StoreError>;
-    /// Marks every answer still `streaming` as `interrupted`, keeping its text; run at
-    /// start-up, when no run can be live. Returns how many were marked.
+    /// Writes the final text and status of an answer; `false` if the answer no
+    /// longer exists (its conversation was deleted). Writing it twice changes nothing.
+    async fn finish_message(&self, message: FinishedMessage) -> Result<bool, StoreError>;
+    /// Marks every answer still `streaming` as `interrupted`, folding its flushed
+    /// pieces into its text; run at start-up, when no run can be live. Returns how
+    /// many were marked.
     async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
     /// Whether the conversation exists.
     async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError>;
     /// The most recently updated conversations.
-    async fn list_conversations(&self, limit: u32) -> Result<Vec<Conversation>, StoreError>;
-    /// The messages of a conversation, oldest first; `None` if it does not exist.
+    async fn list_conversations(&self, limit: u32) -> Result<Vec<ConversationRecord>, StoreError>;
+    /// The messages of a conversation, in order; `None` if it does not exist.
     async fn list_messages(
         &self,
         conversation_id: &str,
-    ) -> Result<Option<Vec<Message>>, StoreError>;
+    ) -> Result<Option<Vec<MessageRecord>>, StoreError>;
     /// Deletes a conversation and its messages; `false` if it did not exist.
     async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError>;
     /// The answer a run wrote, if any.
-    async fn message_by_run(&self, run_id: &str) -> Result<Option<Message>, StoreError>;
+    async fn message_by_run(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, now.

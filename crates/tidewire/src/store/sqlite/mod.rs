@@ -4,7 +4,10 @@
 //! statements). Reads go through a small pool; WAL lets them run beside the writer
 //! and see every acknowledged write.
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,11 +16,14 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Connection, FromRow};
-use tidewire_protocol::api::{Conversation, Message, Role};
+use tidewire_protocol::api::Role;
 use tidewire_protocol::{MessageStatus, Usage};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{FinishedMessage, NewTurn, PartialAnswer, Store, StoreError, Turn, rfc3339};
+use super::{
+    ConversationRecord, FinishedMessage, MessageRecord, NewTurn, PartialAnswer, Store, StoreError,
+    Timestamp, Turn,
+};
 
 mod writer;
 
@@ -28,6 +34,49 @@ use writer::{Job, Op, Outcome};
 pub struct SqliteStore {
     reads: SqlitePool,
     writes: mpsc::Sender<Job>,
+    /// Held for as long as the store is open: one tidewire per data directory.
+    _lock: Arc<File>,
+}
+
+/// Takes the data directory's lock file, so a second tidewire on the same data
+/// refuses to start instead of marking the first one's answers `interrupted`. The
+/// lock is the operating system's (released when the process ends, even by a
+/// crash); the file holds the process id, for the error message.
+fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
+    let path = data_dir.join("tidewire.lock");
+    let io = |source| StoreError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    if let Err(error) = file.try_lock() {
+        return match error {
+            std::fs::TryLockError::WouldBlock => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                Err(StoreError::Locked {
+                    path: data_dir.to_owned(),
+                    holder: if holder.is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder.into()
+                    },
+                })
+            }
+            std::fs::TryLockError::Error(error) => Err(io(error)),
+        };
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 impl SqliteStore {
@@ -38,6 +87,7 @@ impl SqliteStore {
             path: data_dir.to_owned(),
             source,
         })?;
+        let lock = lock_data_dir(data_dir)?;
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join("tidewire.db"))
             .create_if_missing(true)
@@ -57,7 +107,11 @@ impl SqliteStore {
             SqliteConnection::connect_with(&options.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;
         let writes = writer::spawn(writer, reads.clone());
-        Ok(Self { reads, writes })
+        Ok(Self {
+            reads,
+            writes,
+            _lock: Arc::new(lock),
+        })
     }
 
     async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
@@ -67,6 +121,14 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A write whose outcome is a row count.
+    async fn write_rows(&self, op: Op) -> Result<u64, StoreError> {
+        match self.write(op).await? {
+            Outcome::Rows(rows) => Ok(rows),
+            Outcome::Turn(_) => Err(StoreError::Internal("a row write answered with a turn")),
+        }
     }
 }
 
@@ -82,6 +144,7 @@ struct ConversationRow {
 struct MessageRow {
     id: String,
     conversation_id: String,
+    seq: i64,
     role: String,
     content: String,
     status: String,
@@ -89,22 +152,24 @@ struct MessageRow {
     model: Option<String>,
     prompt_tokens: Option<i64>,
     completion_tokens: Option<i64>,
+    error_code: Option<String>,
+    error_message: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
 
-impl From<ConversationRow> for Conversation {
+impl From<ConversationRow> for ConversationRecord {
     fn from(row: ConversationRow) -> Self {
         Self {
             id: row.id,
             title: row.title,
-            created_at: rfc3339(row.created_at),
-            updated_at: rfc3339(row.updated_at),
+            created_at: Timestamp(row.created_at),
+            updated_at: Timestamp(row.updated_at),
         }
     }
 }
 
-impl From<MessageRow> for Message {
+impl From<MessageRow> for MessageRecord {
     fn from(row: MessageRow) -> Self {
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         let usage = match (row.prompt_tokens, row.completion_tokens) {
@@ -114,6 +179,7 @@ impl From<MessageRow> for Message {
         Self {
             id: row.id,
             conversation_id: row.conversation_id,
+            seq: row.seq,
             role: if row.role == "user" {
                 Role::User
             } else {
@@ -123,43 +189,44 @@ impl From<MessageRow> for Message {
             // The CHECK constraint allows only known statuses.
             status: MessageStatus::parse(&row.status).unwrap_or(MessageStatus::Failed),
             run_id: row.run_id,
-            usage,
             model: row.model,
-            created_at: rfc3339(row.created_at),
-            updated_at: rfc3339(row.updated_at),
+            usage,
+            error: row.error_code.zip(row.error_message),
+            created_at: Timestamp(row.created_at),
+            updated_at: Timestamp(row.updated_at),
         }
     }
 }
 
 /// The columns of a message; a running answer's content is its flushed pieces.
-const MESSAGE_COLUMNS: &str = "id, conversation_id, role, \
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, \
                                content || coalesce((SELECT group_concat(p.text, '' ORDER BY p.position) \
                                FROM answer_parts p WHERE p.message_id = messages.id), '') AS content, \
                                status, run_id, model, \
-                               prompt_tokens, completion_tokens, created_at, updated_at";
+                               prompt_tokens, completion_tokens, error_code, error_message, \
+                               created_at, updated_at";
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn start_turn(&self, turn: NewTurn) -> Result<Turn, StoreError> {
         match self.write(Op::StartTurn(turn)).await? {
             Outcome::Turn(turn) => Ok(turn),
-            Outcome::Rows(_) => Err(StoreError::Closed),
+            Outcome::Rows(_) => Err(StoreError::Internal("a turn write answered with rows")),
         }
     }
 
     async fn flush_partial(&self, answers: Vec<PartialAnswer>) -> Result<(), StoreError> {
-        self.write(Op::Flush(answers)).await.map(drop)
+        self.write_rows(Op::Flush(answers)).await.map(drop)
     }
 
-    async fn finish_message(&self, message: FinishedMessage) -> Result<(), StoreError> {
-        self.write(Op::Finish(message)).await.map(drop)
+    async fn finish_message(&self, message: FinishedMessage) -> Result<bool, StoreError> {
+        self.write_rows(Op::Finish(message))
+            .await
+            .map(|rows| rows > 0)
     }
 
     async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
-        match self.write(Op::InterruptStreaming).await? {
-            Outcome::Rows(rows) => Ok(rows),
-            Outcome::Turn(_) => Ok(0),
-        }
+        self.write_rows(Op::InterruptStreaming).await
     }
 
     async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError> {
@@ -170,7 +237,7 @@ impl Store for SqliteStore {
         Ok(row.is_some())
     }
 
-    async fn list_conversations(&self, limit: u32) -> Result<Vec<Conversation>, StoreError> {
+    async fn list_conversations(&self, limit: u32) -> Result<Vec<ConversationRecord>, StoreError> {
         let rows: Vec<ConversationRow> = sqlx::query_as(
             "SELECT id, title, created_at, updated_at FROM conversations \
              ORDER BY updated_at DESC, id DESC LIMIT ?",
@@ -178,40 +245,39 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reads)
         .await?;
-        Ok(rows.into_iter().map(Conversation::from).collect())
+        Ok(rows.into_iter().map(ConversationRecord::from).collect())
     }
 
     async fn list_messages(
         &self,
         conversation_id: &str,
-    ) -> Result<Option<Vec<Message>>, StoreError> {
+    ) -> Result<Option<Vec<MessageRecord>>, StoreError> {
         if !self.conversation_exists(conversation_id).await? {
             return Ok(None);
         }
         let rows: Vec<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY rowid"
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY seq"
         ))
         .bind(conversation_id)
         .fetch_all(&self.reads)
         .await?;
-        Ok(Some(rows.into_iter().map(Message::from).collect()))
+        Ok(Some(rows.into_iter().map(MessageRecord::from).collect()))
     }
 
     async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError> {
-        match self.write(Op::DeleteConversation(id.to_owned())).await? {
-            Outcome::Rows(rows) => Ok(rows > 0),
-            Outcome::Turn(_) => Ok(false),
-        }
+        self.write_rows(Op::DeleteConversation(id.to_owned()))
+            .await
+            .map(|rows| rows > 0)
     }
 
-    async fn message_by_run(&self, run_id: &str) -> Result<Option<Message>, StoreError> {
+    async fn message_by_run(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError> {
         let row: Option<MessageRow> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE run_id = ?"
         ))
         .bind(run_id)
         .fetch_optional(&self.reads)
         .await?;
-        Ok(row.map(Message::from))
+        Ok(row.map(MessageRecord::from))
     }
 }
 
@@ -359,5 +425,55 @@ mod tests {
             .unwrap();
         assert_eq!(messages[1].status, MessageStatus::Interrupted);
         assert_eq!(messages[1].content, "half");
+        // The pieces are folded into the text, not left beside it.
+        let (pieces,): (i64,) = sqlx::query_as("SELECT count(*) FROM answer_parts")
+            .fetch_one(&store.reads)
+            .await
+            .unwrap();
+        assert_eq!(pieces, 0);
+        let (content,): (String,) = sqlx::query_as("SELECT content FROM messages WHERE id = ?")
+            .bind(&turn.assistant_message_id)
+            .fetch_one(&store.reads)
+            .await
+            .unwrap();
+        assert_eq!(content, "half");
+    }
+
+    #[tokio::test]
+    async fn messages_keep_their_order_without_rowid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let first = store.start_turn(turn(None, "one")).await.unwrap();
+        let id = first.conversation_id.clone();
+        // Turns of one conversation in one batch get consecutive places.
+        let later =
+            join_all((0..5).map(|i| store.start_turn(turn(Some(&id), &format!("q{i}"))))).await;
+        assert!(later.iter().all(Result::is_ok));
+        // Scramble the rowids: the order must not move.
+        sqlx::query("UPDATE messages SET rowid = rowid + 1000 * (seq % 3)")
+            .execute(&store.reads)
+            .await
+            .unwrap();
+        let messages = store.list_messages(&id).await.unwrap().unwrap();
+        let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+        assert_eq!(messages[0].content, "one");
+        assert_eq!(messages[2].content, "q0");
+        assert_eq!(messages[10].content, "q4");
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_directory_is_refused_while_the_first_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let error = SqliteStore::open(dir.path()).await.unwrap_err();
+        assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&std::process::id().to_string()) && message.contains("in use"),
+            "{message}"
+        );
+        drop(store);
+        SqliteStore::open(dir.path()).await.unwrap();
     }
 }

@@ -7,7 +7,7 @@
 //! A database error rolls the batch back and each write is then retried alone, so
 //! one bad write neither half-applies nor fails the others.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
@@ -206,20 +206,25 @@ async fn start_turns(
         .iter()
         .filter_map(|(_, turn)| turn.conversation_id.as_deref())
         .collect();
-    let found: HashSet<String> = if named.is_empty() {
-        HashSet::new()
+    // The named conversations that exist, with the place of their last message.
+    let mut last_seq: HashMap<String, i64> = if named.is_empty() {
+        HashMap::new()
     } else {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM conversations WHERE id IN (");
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT c.id, coalesce(max(m.seq), 0) FROM conversations c \
+             LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.id IN (",
+        );
         let mut ids = query.separated(", ");
         for id in &named {
             ids.push_bind(*id);
         }
-        query.push(")");
+        query.push(") GROUP BY c.id");
         let rows = query.build().fetch_all(&mut *conn).await?;
         rows.iter()
-            .filter_map(|row| row.try_get::<String, _>(0).ok())
+            .filter_map(|row| Some((row.try_get::<String, _>(0).ok()?, row.try_get(1).ok()?)))
             .collect()
     };
+    let found: HashSet<String> = last_seq.keys().cloned().collect();
 
     let mut new_conversations = Vec::new();
     let mut messages = Vec::new();
@@ -236,12 +241,15 @@ async fn start_turns(
                 id
             }
         };
+        let seq = last_seq.entry(conversation_id.clone()).or_insert(0);
+        let first = *seq + 1;
+        *seq += 2;
         let created = Turn {
             conversation_id,
             user_message_id: new_id(),
             assistant_message_id: new_id(),
         };
-        messages.push((created.clone(), turn));
+        messages.push((created.clone(), turn, first));
         outcomes[index] = Some(Ok(Outcome::Turn(created)));
     }
 
@@ -269,14 +277,15 @@ async fn start_turns(
     }
     if !messages.is_empty() {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (id, conversation_id, role, content, status, run_id, created_at, updated_at) ",
+            "INSERT INTO messages (id, conversation_id, seq, role, content, status, run_id, created_at, updated_at) ",
         );
-        // The user message first, then the answer: messages are ordered by rowid.
-        let rows = messages.iter().flat_map(|(ids, turn)| {
+        // The user message, then the answer.
+        let rows = messages.iter().flat_map(|(ids, turn, first)| {
             [
                 (
                     &ids.user_message_id,
                     &ids.conversation_id,
+                    *first,
                     "user",
                     turn.message.as_str(),
                     "complete",
@@ -285,6 +294,7 @@ async fn start_turns(
                 (
                     &ids.assistant_message_id,
                     &ids.conversation_id,
+                    *first + 1,
                     "assistant",
                     "",
                     "streaming",
@@ -294,9 +304,10 @@ async fn start_turns(
         });
         query.push_values(
             rows,
-            |mut row, (id, conversation_id, role, content, status, run_id)| {
+            |mut row, (id, conversation_id, seq, role, content, status, run_id)| {
                 row.push_bind(id)
                     .push_bind(conversation_id)
+                    .push_bind(seq)
                     .push_bind(role)
                     .push_bind(content)
                     .push_bind(status)
@@ -374,12 +385,25 @@ async fn finish(
 async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sqlx::Error> {
     let now = now_millis();
     let rows = match op {
-        Op::InterruptStreaming => sqlx::query(
-            "UPDATE messages SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'",
-        )
-        .bind(now)
-        .execute(&mut *conn)
-        .await?,
+        Op::InterruptStreaming => {
+            // The flushed pieces become the text, as a finish would write it.
+            let rows = sqlx::query(
+                "UPDATE messages SET status = 'interrupted', updated_at = ?, \
+                 content = content || coalesce((SELECT group_concat(p.text, '' ORDER BY p.position) \
+                 FROM answer_parts p WHERE p.message_id = messages.id), '') \
+                 WHERE status = 'streaming'",
+            )
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM answer_parts WHERE message_id IN \
+                 (SELECT id FROM messages WHERE status <> 'streaming')",
+            )
+            .execute(&mut *conn)
+            .await?;
+            rows
+        }
         Op::DeleteConversation(id) => {
             sqlx::query("DELETE FROM conversations WHERE id = ?")
                 .bind(id)

@@ -1,0 +1,106 @@
+//! The native wire format: every event with `id: <seq>`, `event: <name>` and one
+//! `data:` line of JSON, as `DESIGN.md` describes.
+
+use tidewire_protocol::{ChatEvent, RunStarted};
+use tidewire_sse::Frame;
+
+use crate::hub::{EventEncoder, RunIdentity, WireFormat};
+
+/// Where a client attaches to a run again.
+pub fn events_url(run_id: &str) -> String {
+    format!("/api/runs/{run_id}/events")
+}
+
+/// The native format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Native;
+
+impl WireFormat for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn encoder(&self, _: &RunIdentity) -> Box<dyn EventEncoder> {
+        Box::new(NativeEncoder {
+            scratch: Vec::with_capacity(128),
+        })
+    }
+}
+
+struct NativeEncoder {
+    /// Reused to serialize each payload before it is framed.
+    scratch: Vec<u8>,
+}
+
+impl EventEncoder for NativeEncoder {
+    fn encode(&mut self, seq: u64, event: &ChatEvent, out: &mut Vec<u8>) {
+        self.scratch.clear();
+        // Serializing the protocol's plain structs into memory cannot fail, and JSON
+        // escapes every line break, so the data is one line.
+        let _ = match event {
+            // The hub does not know URLs: the run event gets its own here.
+            ChatEvent::Run(run) => ChatEvent::Run(RunStarted {
+                events_url: events_url(&run.run_id),
+                ..run.clone()
+            })
+            .write_data(&mut self.scratch),
+            other => other.write_data(&mut self.scratch),
+        };
+        let data = String::from_utf8_lossy(&self.scratch);
+        let mut digits = [0u8; 20];
+        let id = format_decimal(seq, &mut digits);
+        // Ids are digits and names fixed identifiers: neither can hold CR or LF.
+        let _ = Frame::new(&data).id(id).event(event.name()).encode(out);
+    }
+}
+
+/// `n` in decimal, written into `buf`, without allocating.
+fn format_decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    use tidewire_protocol::MessageStatus;
+
+    use super::*;
+
+    #[test]
+    fn events_are_framed_with_id_name_and_one_data_line() {
+        let identity = RunIdentity {
+            run_id: "r1".into(),
+            conversation_id: "c".into(),
+            message_id: "m".into(),
+            created: 0,
+        };
+        let mut encoder = Native.encoder(&identity);
+        let mut out = Vec::new();
+        encoder.encode(
+            1,
+            &ChatEvent::Run(RunStarted {
+                run_id: "r1".into(),
+                conversation_id: "c".into(),
+                message_id: "m".into(),
+                events_url: String::new(),
+            }),
+            &mut out,
+        );
+        encoder.encode(2, &ChatEvent::token("a\nb"), &mut out);
+        encoder.encode(3, &ChatEvent::done(MessageStatus::Complete), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "id: 1\nevent: run\ndata: {\"run_id\":\"r1\",\"conversation_id\":\"c\",\"message_id\":\"m\",\"events_url\":\"/api/runs/r1/events\"}\n\n\
+             id: 2\nevent: token\ndata: {\"token\":\"a\\nb\"}\n\n\
+             id: 3\nevent: done\ndata: {\"status\":\"complete\"}\n\n"
+        );
+    }
+}
