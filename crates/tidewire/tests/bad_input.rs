@@ -160,13 +160,32 @@ async fn bad_options_are_422() {
         "invalid_max_tokens",
     )
     .await;
-    expect_error(
-        app.chat(json!({"message": "x", "options": {"tokens_per_second": -5}}))
-            .await,
-        422,
-        "invalid_tokens_per_second",
-    )
-    .await;
+    // Far too slow (1e-300 once panicked in the pipeline; 1e-6 held a run slot for
+    // days), negative, or absurdly fast: each a 422 before any run starts.
+    for pace in [
+        json!(-5),
+        json!(1e-300),
+        json!(1e-6),
+        json!(0.5),
+        json!(1e300),
+    ] {
+        let body = expect_error(
+            app.chat(json!({"message": "x", "options": {"tokens_per_second": pace}}))
+                .await,
+            422,
+            "invalid_tokens_per_second",
+        )
+        .await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("100000"),
+            "{body}"
+        );
+    }
+    let (_, health) = app.get_json("/healthz").await;
+    assert_eq!(health["active_runs"], 0, "no run was started");
     expect_error(
         app.chat(json!({"message": "x", "options": {"backend": "gpt-9"}}))
             .await,

@@ -34,8 +34,9 @@ async fn shutdown_drains_runs_then_interrupts_the_rest_and_stores_them() {
     let started = Instant::now();
     let (result, data_dir) = app.shutdown().await;
     result.unwrap();
+    // The slow run would take 50 s: shutdown did not wait for it.
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(30),
         "shutdown took {:?}",
         started.elapsed()
     );

@@ -615,3 +615,37 @@ async fn expiry_loop(hub: Arc<Hub>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{ConversationRef, RunOptions};
+
+    #[test]
+    fn fingerprints_are_sha256_of_the_request_and_stable_across_builds() {
+        let request = RunRequest {
+            conversation: ConversationRef::Existing("c1".into()),
+            message: "hi".into(),
+            options: RunOptions {
+                backend: None,
+                max_tokens: 64,
+                tokens_per_second: 30.0,
+            },
+        };
+        let hex: String = fingerprint(&request)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        // sha256 of {"conversation":{"existing":"c1"},"message":"hi","options":
+        // {"backend":null,"max_tokens":64,"tokens_per_second":30.0}}, computed apart.
+        assert_eq!(
+            hex,
+            "5cbc6e0799d86074df6abf02d355275d65bec742fcb6f238065315977a6a83dd"
+        );
+        let other = RunRequest {
+            message: "hi!".into(),
+            ..request.clone()
+        };
+        assert_ne!(fingerprint(&other), fingerprint(&request));
+    }
+}

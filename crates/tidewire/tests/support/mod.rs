@@ -51,10 +51,20 @@ pub async fn spawn_on(mut config: Config, data_dir: TempDir) -> TestApp {
     let handle = tokio::spawn(tidewire::run(listener, config, async {
         let _ = rx.await;
     }));
+    let client = reqwest::Client::new();
+    // Ready once it answers (the store is open); a server that failed to start
+    // is returned as it is, for the test to look at its error.
+    let health = format!("http://{addr}/healthz");
+    for _ in 0..500 {
+        if handle.is_finished() || client.get(&health).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     TestApp {
         addr,
         base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
+        client,
         data_dir,
         shutdown: Some(tx),
         handle,
@@ -257,4 +267,21 @@ pub async fn read_events(
         }
     }
     events
+}
+
+/// Reads a streaming response's body to its end and decodes its events.
+pub async fn read_stream_body(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+) -> Vec<Event> {
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        bytes
+    };
+    let bytes = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("stream ended in time");
+    decode(&bytes).0
 }

@@ -141,6 +141,22 @@ fn stream_response(
     response
 }
 
+/// A response whose body never ends: 16 KiB pieces for as long as it is read.
+fn endless(seen: Arc<Mutex<Seen>>, status: StatusCode, content_type: &'static str) -> Response {
+    let guard = DropGuard(seen);
+    let piece = Bytes::from(vec![b'x'; 16 * 1024]);
+    let body = futures_util::stream::repeat_with(move || {
+        let _keep = &guard;
+        Ok::<_, std::io::Error>(piece.clone())
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    response
+}
+
 fn json_error(status: StatusCode, body: Value, retry_after: Option<&'static str>) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(seconds) = retry_after {
@@ -362,6 +378,18 @@ async fn openai(
             ),
         )
             .into_response(),
+        // A refusal whose body never ends.
+        "endless-refusal" => return endless(seen, StatusCode::SERVICE_UNAVAILABLE, "text/plain"),
+        // HTTP 200 with a JSON body that never ends.
+        "endless-json" => return endless(seen, StatusCode::OK, "application/json"),
+        // Rate limited, and told to come back tomorrow.
+        "retry-tomorrow" => {
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": {"message": "quota exceeded", "type": "rate_limit"}}),
+                Some("86400"),
+            );
+        }
         // Needs the right key.
         "auth" => {
             return json_error(
