@@ -15,7 +15,8 @@ use support::{TestApp, read_events, spawn_app, spawn_app_with, spawn_on};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Sends a `POST /api/chat` and hangs up at once, without reading the answer.
+/// Sends a `POST /api/chat` and hangs up 50 ms later, without reading the answer:
+/// while the server is handling it.
 async fn post_and_vanish(app: &TestApp, body: &Value, key: Option<&str>) {
     let body = body.to_string();
     let key = key.map_or(String::new(), |key| format!("idempotency-key: {key}\r\n"));
@@ -26,6 +27,7 @@ async fn post_and_vanish(app: &TestApp, body: &Value, key: Option<&str>) {
     );
     let mut socket = TcpStream::connect(app.addr).await.unwrap();
     socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     drop(socket);
 }
 
@@ -40,20 +42,31 @@ async fn everything(app: &TestApp) -> Vec<(Value, Vec<Value>)> {
     all
 }
 
+/// Makes every stored turn take a while (a recursive count inside an INSERT
+/// trigger), so a client that hangs up does so while its turn is being written.
+const SLOW_TURNS: &str = "CREATE TRIGGER slow_turns BEFORE INSERT ON messages BEGIN \
+     SELECT count(*) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+     WHERE i < 300000) SELECT i FROM n); END";
+
 #[tokio::test]
 async fn clients_that_vanish_while_their_run_starts_leave_no_answer_streaming() {
     let app = spawn_app().await;
+    sqlx::query(SLOW_TURNS)
+        .execute(&database(&app).await)
+        .await
+        .unwrap();
     let body = json!({"message": "gone", "options": {"max_tokens": 3, "tokens_per_second": 0}});
-    futures_util::future::join_all((0..100).map(|_| post_and_vanish(&app, &body, None))).await;
+    futures_util::future::join_all((0..20).map(|_| post_and_vanish(&app, &body, None))).await;
     // Whatever was stored has a producer that finished it.
     let all = app
-        .eventually(Duration::from_secs(20), || async {
+        .eventually(Duration::from_secs(30), || async {
             let all = everything(&app).await;
             let busy = all
                 .iter()
                 .flat_map(|(_, messages)| messages)
                 .any(|m| m["status"] == "streaming");
-            (!busy && app.get_json("/healthz").await.1["active_runs"] == 0).then_some(all)
+            let idle = app.get_json("/healthz").await.1["active_runs"] == 0;
+            (!all.is_empty() && !busy && idle).then_some(all)
         })
         .await;
     for (_, messages) in &all {

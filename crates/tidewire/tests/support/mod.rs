@@ -230,23 +230,29 @@ pub fn decode(bytes: &[u8]) -> (Vec<Event>, Option<u64>) {
 
 /// Reads a streaming response to its end (bounded in time).
 pub async fn read_stream(response: reqwest::Response) -> Stream {
-    let read = async {
-        let mut bytes = Vec::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            bytes.extend_from_slice(&chunk.unwrap());
-        }
-        bytes
-    };
-    let bytes = tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("stream ended in time");
+    let bytes = read_all(&mut response.bytes_stream()).await;
     let (events, retry) = decode(&bytes);
     Stream {
         bytes,
         events,
         retry,
     }
+}
+
+/// Every byte left in a body (bounded in time).
+async fn read_all(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+) -> Vec<u8> {
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        bytes
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("stream ended in time")
 }
 
 /// Reads events from a streaming response until `count` events arrived.
@@ -273,15 +279,5 @@ pub async fn read_events(
 pub async fn read_stream_body(
     body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
 ) -> Vec<Event> {
-    let read = async {
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.next().await {
-            bytes.extend_from_slice(&chunk.unwrap());
-        }
-        bytes
-    };
-    let bytes = tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("stream ended in time");
-    decode(&bytes).0
+    decode(&read_all(body).await).0
 }
