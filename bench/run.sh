@@ -37,7 +37,7 @@ ulimit -n "$HARD"
 log "open files limit: $(ulimit -n)"
 
 log "building tidewire (release)"
-cargo build --release --quiet -p tidewire
+cargo build --release --quiet -p tidewire-cli
 TW="$ROOT/target/release/tidewire"
 
 log "installing the peer into bench/.venv"

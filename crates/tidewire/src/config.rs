@@ -1,19 +1,38 @@
-//! Configuration in layers: built-in defaults, then a TOML file, then `TIDEWIRE_*`
-//! environment variables, then command-line flags; each layer overrides the one before.
+//! Configuration in layers, merged by figment: built-in defaults, then a TOML file,
+//! then `TIDEWIRE_*` environment variables, then command-line flags; each layer
+//! overrides the one before.
 //!
-//! [`ConfigLayer`] is one layer: every option optional, readable from TOML and (through
-//! clap) from flags and the environment. [`Config`] is the result the server runs with.
+//! [`Config`] is the one definition of every option: its field names are the TOML
+//! keys, `TIDEWIRE_` and the name in capitals is the environment variable (see
+//! [`Environment`]), and the command line passes its flags as one more figment
+//! provider under the same names. [`Config::load`] merges the layers and checks the
+//! result.
+//!
+//! Two oddities are kept from the first version: `system_prompt` at the top level of
+//! any layer (the `TIDEWIRE_SYSTEM_PROMPT` variable, the `--system-prompt` flag) sets
+//! `llm.system_prompt`; the rest of the `[llm]` table is TOML only.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Num, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// figment, re-exported so callers can build the flags layer without depending on it.
+pub use figment;
+/// The one way to read a [`Secret`].
+pub use secrecy::ExposeSecret;
 
 /// The configuration the server runs with.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
     pub addr: SocketAddr,
@@ -22,34 +41,39 @@ pub struct Config {
     /// `tracing` filter, as `RUST_LOG` (`info`, `tidewire=debug`, ...).
     pub log: String,
     /// Idle time after which a stream gets a keepalive comment.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration")]
     pub keepalive: Duration,
     /// The reconnection delay suggested to clients with `retry:`.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration")]
     pub retry: Duration,
     /// How long a finished run stays attachable.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration")]
     pub retention: Duration,
     /// How often the partial answer of a running run is written to the store.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration")]
     pub flush_interval: Duration,
-    /// Cancel a run that has had no subscriber for this long; `None` lets runs finish.
-    #[serde(with = "humantime_serde_compat::option")]
+    /// Cancel a run that has had no subscriber for this long; `None` (`off`) lets
+    /// runs finish.
+    #[serde(with = "duration::off")]
     pub cancel_after_idle: Option<Duration>,
     /// On shutdown, how long running runs may take to finish before they are interrupted.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration")]
     pub drain_timeout: Duration,
     /// Largest accepted `message`, in bytes.
+    #[serde(with = "bytes")]
     pub max_message_bytes: usize,
     /// Largest accepted request body, in bytes.
+    #[serde(with = "bytes")]
     pub max_body_bytes: usize,
     /// Most runs generating at once; more are refused with 503.
     pub max_concurrent_runs: usize,
-    /// Most finished runs kept in memory for re-attaching; the oldest go first.
+    /// Most finished runs kept in memory for re-attaching.
     pub max_finished_runs: usize,
-    /// Most bytes of finished runs kept in memory; the oldest go first.
+    /// Most bytes of finished runs kept in memory.
+    #[serde(with = "bytes")]
     pub max_finished_bytes: usize,
-    /// The largest event log of one run; a run over it fails.
+    /// Largest event log of one run, in bytes; a run over it fails.
+    #[serde(with = "bytes")]
     pub max_run_bytes: usize,
     /// Largest accepted `options.max_tokens`.
     pub max_tokens_limit: u32,
@@ -66,6 +90,35 @@ pub struct Config {
     pub llm_api_key: Option<Secret>,
     /// Model backends, history and system prompt.
     pub llm: LlmConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("tidewire-data"),
+            log: "info".into(),
+            keepalive: Duration::from_secs(15),
+            retry: Duration::from_secs(1),
+            retention: Duration::from_secs(600),
+            flush_interval: Duration::from_millis(250),
+            cancel_after_idle: None,
+            drain_timeout: Duration::from_secs(30),
+            max_message_bytes: 32 * 1024,
+            max_body_bytes: 256 * 1024,
+            max_concurrent_runs: 20_000,
+            max_finished_runs: 10_000,
+            max_finished_bytes: 256 * 1024 * 1024,
+            max_run_bytes: 16 * 1024 * 1024,
+            max_tokens_limit: 8192,
+            default_max_tokens: 64,
+            default_tokens_per_second: 30.0,
+            llm_url: None,
+            llm_model: None,
+            llm_api_key: None,
+            llm: LlmConfig::default(),
+        }
+    }
 }
 
 /// The `[llm]` section: named backends, the default, the fallback order, the
@@ -132,181 +185,89 @@ pub struct BackendConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Secret>,
     /// To open a connection [default: 10s].
-    #[serde(
-        default,
-        deserialize_with = "de_from_str",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Span>,
     /// From the request to the first token [default: 60s].
-    #[serde(
-        default,
-        deserialize_with = "de_from_str",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_token_timeout: Option<Span>,
     /// Between two pieces of the stream [default: 30s].
-    #[serde(
-        default,
-        deserialize_with = "de_from_str",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Span>,
     /// For the whole answer [default: 10m].
-    #[serde(
-        default,
-        deserialize_with = "de_from_str",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_timeout: Option<Span>,
 }
 
-/// A credential: shown as `<redacted>` in every debug print and rendering.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A credential, kept in a [`SecretString`]: `<redacted>` in every debug print and
+/// rendering (`tidewire config` included); [`ExposeSecret::expose_secret`] reads it.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
-impl Secret {
-    /// The credential itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
+impl ExposeSecret<str> for Secret {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
 }
 
 impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str("<redacted>")
     }
 }
 
+/// Two secrets are equal when their texts are (so configurations compare).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose_secret() == other.expose_secret()
+    }
+}
+
+impl Eq for Secret {}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Self(text.into())
+    }
+}
+
 impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.into()))
+    }
+}
+
+/// A duration written as `15s`, `250ms`, `10m`, a bare number of seconds, or `off`
+/// (zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(Self(text.to_owned()))
+        duration::parse(text).map(Self)
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("tidewire-data"),
-            log: "info".into(),
-            keepalive: Duration::from_secs(15),
-            retry: Duration::from_secs(1),
-            retention: Duration::from_secs(600),
-            flush_interval: Duration::from_millis(250),
-            cancel_after_idle: None,
-            drain_timeout: Duration::from_secs(30),
-            max_message_bytes: 32 * 1024,
-            max_body_bytes: 256 * 1024,
-            max_concurrent_runs: 20_000,
-            max_finished_runs: 10_000,
-            max_finished_bytes: 256 * 1024 * 1024,
-            max_run_bytes: 16 * 1024 * 1024,
-            max_tokens_limit: 8192,
-            default_max_tokens: 64,
-            default_tokens_per_second: 30.0,
-            llm_url: None,
-            llm_model: None,
-            llm_api_key: None,
-            llm: LlmConfig::default(),
-        }
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        duration::serialize(&self.0, serializer)
     }
 }
 
-/// One layer of configuration: a TOML file, or the environment and flags.
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "TIDEWIRE_ADDR")]
-    pub addr: Option<SocketAddr>,
-    /// Directory of the SQLite database, created if missing [default: ./tidewire-data].
-    #[arg(long, env = "TIDEWIRE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Log filter, as RUST_LOG [default: info].
-    #[arg(long, env = "TIDEWIRE_LOG")]
-    pub log: Option<String>,
-    /// Keepalive comment interval on idle streams [default: 15s].
-    #[arg(long, env = "TIDEWIRE_KEEPALIVE")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub keepalive: Option<Span>,
-    /// Reconnection delay suggested to clients with `retry:` [default: 1s].
-    #[arg(long, env = "TIDEWIRE_RETRY")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub retry: Option<Span>,
-    /// How long a finished run stays attachable [default: 10m].
-    #[arg(long, env = "TIDEWIRE_RETENTION")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub retention: Option<Span>,
-    /// How often a running answer is written to the store [default: 250ms].
-    #[arg(long, env = "TIDEWIRE_FLUSH_INTERVAL")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub flush_interval: Option<Span>,
-    /// Cancel a run with no subscriber for this long; `off` to let it finish [default: off].
-    #[arg(long, env = "TIDEWIRE_CANCEL_AFTER_IDLE")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub cancel_after_idle: Option<Span>,
-    /// On shutdown, how long runs may take to finish [default: 30s].
-    #[arg(long, env = "TIDEWIRE_DRAIN_TIMEOUT")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub drain_timeout: Option<Span>,
-    /// Largest accepted message, in bytes (`32KiB` form accepted) [default: 32KiB].
-    #[arg(long, env = "TIDEWIRE_MAX_MESSAGE_BYTES")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub max_message_bytes: Option<ByteSize>,
-    /// Largest accepted request body, in bytes [default: 256KiB].
-    #[arg(long, env = "TIDEWIRE_MAX_BODY_BYTES")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub max_body_bytes: Option<ByteSize>,
-    /// Most runs generating at once [default: 20000].
-    #[arg(long, env = "TIDEWIRE_MAX_CONCURRENT_RUNS")]
-    pub max_concurrent_runs: Option<usize>,
-    /// Most finished runs kept in memory for re-attaching [default: 10000].
-    #[arg(long, env = "TIDEWIRE_MAX_FINISHED_RUNS")]
-    pub max_finished_runs: Option<usize>,
-    /// Most bytes of finished runs kept in memory [default: 256MiB].
-    #[arg(long, env = "TIDEWIRE_MAX_FINISHED_BYTES")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub max_finished_bytes: Option<ByteSize>,
-    /// The largest event log of one run; a run over it fails [default: 16MiB].
-    #[arg(long, env = "TIDEWIRE_MAX_RUN_BYTES")]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub max_run_bytes: Option<ByteSize>,
-    /// Largest accepted options.max_tokens [default: 8192].
-    #[arg(long, env = "TIDEWIRE_MAX_TOKENS_LIMIT")]
-    pub max_tokens_limit: Option<u32>,
-    /// options.max_tokens when a request gives none [default: 64].
-    #[arg(long, env = "TIDEWIRE_DEFAULT_MAX_TOKENS")]
-    pub default_max_tokens: Option<u32>,
-    /// Synthetic backend pace when a request gives none; 0 = as fast as possible [default: 30].
-    #[arg(long, env = "TIDEWIRE_DEFAULT_TOKENS_PER_SECOND")]
-    pub default_tokens_per_second: Option<f64>,
-    /// An OpenAI-compatible base URL (such as http://127.0.0.1:11434/v1); with it,
-    /// requests go to that model by default.
-    #[arg(long, env = "TIDEWIRE_LLM_URL")]
-    pub llm_url: Option<String>,
-    /// The model to ask for at --llm-url.
-    #[arg(long, env = "TIDEWIRE_LLM_MODEL")]
-    pub llm_model: Option<String>,
-    /// The API key for --llm-url (never logged or shown).
-    #[arg(long, env = "TIDEWIRE_LLM_API_KEY", hide_env_values = true)]
-    pub llm_api_key: Option<Secret>,
-    /// Instructions sent first with every question.
-    #[arg(long, env = "TIDEWIRE_SYSTEM_PROMPT")]
-    pub system_prompt: Option<String>,
-    /// Named backends, fallback order and history limits (TOML only: the [llm] table).
-    #[arg(skip)]
-    #[serde(default)]
-    pub llm: Option<LlmConfig>,
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        duration::deserialize(deserializer).map(Self)
+    }
 }
 
 /// Why the configuration could not be loaded.
@@ -320,92 +281,58 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the TOML parser said.
-        source: Box<toml::de::Error>,
-    },
+    /// A layer is not valid for this configuration: bad TOML, an unknown key, a value
+    /// of the wrong form. The message names the key and where it was set.
+    #[error("invalid configuration: {0}")]
+    Load(Box<figment::Error>),
     /// A value is out of its range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
 impl Config {
-    /// Defaults, then the TOML file if given, then `overrides` (environment and flags).
-    pub fn load(file: Option<&Path>, overrides: &ConfigLayer) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
+    /// Defaults, then the TOML file if given, then the `TIDEWIRE_*` variables of this
+    /// process, then `flags` (a provider whose keys are the option names, such as
+    /// `figment::providers::Serialized::defaults(args)`); checked.
+    pub fn load(file: Option<&Path>, flags: impl Provider) -> Result<Self, ConfigError> {
+        Self::load_with(file, Environment::process(), flags)
+    }
+
+    /// [`Config::load`] with the environment given instead of read from the process.
+    pub fn load_with(
+        file: Option<&Path>,
+        env: Environment,
+        flags: impl Provider,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            // figment reads a missing file as an empty one: a named file must exist.
+            std::fs::File::open(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
-            let layer: ConfigLayer =
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.to_owned(),
-                    source: Box::new(source),
-                })?;
-            config.apply(&layer);
+            figment = figment.merge(Layer {
+                provider: Toml::file_exact(path),
+                name: format!("config file {}", path.display()),
+                spell: |keys| keys.join("."),
+            });
         }
-        config.apply(overrides);
+        let figment = figment
+            .merge(Layer {
+                provider: env,
+                name: "the environment".to_owned(),
+                spell: |keys| format!("TIDEWIRE_{}", flat_name(keys).to_ascii_uppercase()),
+            })
+            .merge(Layer {
+                provider: flags,
+                name: "the command line".to_owned(),
+                spell: |keys| format!("--{}", flat_name(keys).replace('_', "-")),
+            });
+        let config: Self = figment
+            .extract()
+            .map_err(|error| ConfigError::Load(Box::new(error)))?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Overrides every option `layer` sets.
-    pub fn apply(&mut self, layer: &ConfigLayer) {
-        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-            if let Some(value) = value {
-                *target = value.clone();
-            }
-        }
-        set(&mut self.addr, &layer.addr);
-        set(&mut self.data_dir, &layer.data_dir);
-        set(&mut self.log, &layer.log);
-        let span = |value: &Option<Span>| value.map(|span| span.0);
-        set(&mut self.keepalive, &span(&layer.keepalive));
-        set(&mut self.retry, &span(&layer.retry));
-        set(&mut self.retention, &span(&layer.retention));
-        set(&mut self.flush_interval, &span(&layer.flush_interval));
-        if let Some(idle) = layer.cancel_after_idle {
-            self.cancel_after_idle = (!idle.0.is_zero()).then_some(idle.0);
-        }
-        set(&mut self.drain_timeout, &span(&layer.drain_timeout));
-        set(
-            &mut self.max_message_bytes,
-            &layer.max_message_bytes.map(|b| b.0),
-        );
-        set(&mut self.max_body_bytes, &layer.max_body_bytes.map(|b| b.0));
-        set(&mut self.max_concurrent_runs, &layer.max_concurrent_runs);
-        set(&mut self.max_finished_runs, &layer.max_finished_runs);
-        set(
-            &mut self.max_finished_bytes,
-            &layer.max_finished_bytes.map(|b| b.0),
-        );
-        set(&mut self.max_run_bytes, &layer.max_run_bytes.map(|b| b.0));
-        set(&mut self.max_tokens_limit, &layer.max_tokens_limit);
-        set(&mut self.default_max_tokens, &layer.default_max_tokens);
-        set(
-            &mut self.default_tokens_per_second,
-            &layer.default_tokens_per_second,
-        );
-        if let Some(llm) = &layer.llm {
-            self.llm = llm.clone();
-        }
-        if layer.system_prompt.is_some() {
-            self.llm.system_prompt.clone_from(&layer.system_prompt);
-        }
-        if layer.llm_url.is_some() {
-            self.llm_url.clone_from(&layer.llm_url);
-        }
-        if layer.llm_model.is_some() {
-            self.llm_model.clone_from(&layer.llm_model);
-        }
-        if layer.llm_api_key.is_some() {
-            self.llm_api_key.clone_from(&layer.llm_api_key);
-        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -419,6 +346,15 @@ impl Config {
         if self.max_concurrent_runs == 0 {
             return invalid("max_concurrent_runs must be at least 1");
         }
+        if self.max_finished_runs == 0 {
+            return invalid("max_finished_runs must be at least 1");
+        }
+        if self.max_finished_bytes == 0 {
+            return invalid("max_finished_bytes must be at least 1");
+        }
+        if self.max_run_bytes < 64 * 1024 {
+            return invalid("max_run_bytes must be at least 64KiB");
+        }
         if self.default_max_tokens == 0 || self.default_max_tokens > self.max_tokens_limit {
             return invalid("default_max_tokens must be from 1 to max_tokens_limit");
         }
@@ -428,12 +364,6 @@ impl Config {
                 crate::pipeline::MIN_TOKENS_PER_SECOND,
                 crate::pipeline::MAX_TOKENS_PER_SECOND
             ));
-        }
-        if self.max_finished_runs == 0 || self.max_finished_bytes == 0 {
-            return invalid("max_finished_runs and max_finished_bytes must be at least 1");
-        }
-        if self.max_run_bytes < 64 * 1024 {
-            return invalid("max_run_bytes must be at least 64KiB");
         }
         if self.max_message_bytes > self.max_body_bytes {
             return invalid("max_message_bytes must not exceed max_body_bytes");
@@ -465,103 +395,210 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as TOML, durations in the `15s` form.
+    /// The configuration as TOML, durations in the `15s` form, sizes in bytes and
+    /// secrets as `<redacted>`.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 }
 
-/// A duration written as `15s`, `250ms`, `10m`, a bare number of seconds, or `off`
-/// (zero).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
+/// The options set in the environment, as a figment provider: `TIDEWIRE_` and the
+/// name in capitals for every option of the top level (`TIDEWIRE_MAX_BODY_BYTES` for
+/// `max_body_bytes`), and `TIDEWIRE_SYSTEM_PROMPT` for `llm.system_prompt`.
+///
+/// Values are read as the text they are, and as a number where the option is a
+/// number, so `60`, `4KiB` and `off` mean what they mean in TOML, and a model name or
+/// a key that looks like a number stays text. Other variables, such as
+/// `TIDEWIRE_CONFIG` (the file) or `TIDEWIRE_URL` (of `tidewire chat`), are not
+/// options and are ignored.
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+    /// `TIDEWIRE_*` variables whose value is not Unicode.
+    not_unicode: Vec<String>,
+}
 
-impl Serialize for Span {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        humantime_serde_compat::serialize(&self.0, serializer)
+impl Environment {
+    /// The variables of this process.
+    pub fn process() -> Self {
+        let mut vars = BTreeMap::new();
+        let mut not_unicode = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|name| name.starts_with("TIDEWIRE_")) else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    vars.insert(name.to_owned(), value);
+                }
+                Err(_) => not_unicode.push(name.to_owned()),
+            }
+        }
+        Self { vars, not_unicode }
+    }
+
+    /// These variables instead of the process's (for tests and embedding).
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: vars
+                .into_iter()
+                .map(|(name, value)| (name.into(), value.into()))
+                .collect(),
+            not_unicode: Vec::new(),
+        }
     }
 }
 
-impl FromStr for Span {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        if text == "off" {
-            return Ok(Self(Duration::ZERO));
-        }
-        if let Ok(seconds) = text.parse::<u64>() {
-            return Ok(Self(Duration::from_secs(seconds)));
-        }
-        humantime::parse_duration(text)
-            .map(Self)
-            .map_err(|error| format!("{text:?} is not a duration like 15s or 250ms: {error}"))
+impl Provider for Environment {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("the environment")
     }
-}
 
-/// A size in bytes written as `32768`, `32KiB` or `1MiB`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub usize);
-
-impl FromStr for ByteSize {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
-        let factor = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1024,
-            "m" | "mb" | "mib" => 1024 * 1024,
-            _ => return Err(format!("{text:?} is not a size like 32768 or 32KiB")),
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        // The options of the top level, and the kind of each, from the defaults.
+        let defaults = match Value::serialize(Config::default())? {
+            Value::Dict(_, defaults) => defaults,
+            _ => Dict::new(),
         };
-        digits
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_mul(factor))
-            .map(Self)
-            .ok_or_else(|| format!("{text:?} is not a size like 32768 or 32KiB"))
+        let options = defaults
+            .into_iter()
+            .filter(|(_, default)| !matches!(default, Value::Dict(..)))
+            .chain([("system_prompt".to_owned(), Value::from(String::new()))]);
+        for (key, default) in options {
+            let name = format!("TIDEWIRE_{}", key.to_ascii_uppercase());
+            if self.not_unicode.contains(&name) {
+                return Err(format!("{name} is not valid Unicode").into());
+            }
+            if let Some(text) = self.vars.get(&name) {
+                dict.insert(key, typed(text, &default));
+            }
+        }
+        Ok(Profile::Default.collect(dict))
     }
 }
 
-/// Reads a value written as a string or, in TOML, as a bare number.
-fn de_from_str<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr<Err = String>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Number(u64),
-    }
-    let text = match Raw::deserialize(deserializer)? {
-        Raw::Text(text) => text,
-        Raw::Number(n) => n.to_string(),
+/// `text` as a number when `default` is one (and `text` reads as one), else as text.
+fn typed(text: &str, default: &Value) -> Value {
+    let number = match default {
+        Value::Num(_, Num::F32(_) | Num::F64(_)) => {
+            text.trim().parse::<f64>().ok().map(Value::from)
+        }
+        Value::Num(..) => (text.trim().parse::<u64>().ok().map(Value::from))
+            .or_else(|| text.trim().parse::<i64>().ok().map(Value::from)),
+        _ => None,
     };
-    T::from_str(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    number.unwrap_or_else(|| Value::from(text.to_owned()))
 }
 
-/// Writes durations in the humantime form (`15s`), as they are read.
-mod humantime_serde_compat {
+/// The name of an option in a flat layer (environment, flags): `system_prompt` for
+/// `llm.system_prompt`, else the keys joined with `_`.
+fn flat_name(keys: &[&str]) -> String {
+    match keys {
+        ["llm", "system_prompt"] => "system_prompt".to_owned(),
+        _ => keys.join("_"),
+    }
+}
+
+/// One layer as figment reads it: a top-level `system_prompt` moved to
+/// `llm.system_prompt` (it wins over one already there), and errors naming the layer
+/// and the key as the layer spells it.
+struct Layer<P> {
+    provider: P,
+    name: String,
+    spell: fn(&[&str]) -> String,
+}
+
+impl<P: Provider> Provider for Layer<P> {
+    fn metadata(&self) -> Metadata {
+        let spell = self.spell;
+        Metadata::named(self.name.clone()).interpolater(move |_, keys| spell(keys))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut data = self.provider.data()?;
+        for dict in data.values_mut() {
+            let Some(prompt) = dict.remove("system_prompt") else {
+                continue;
+            };
+            match dict
+                .entry("llm".to_owned())
+                .or_insert_with(|| Value::from(Dict::new()))
+            {
+                Value::Dict(_, llm) => {
+                    llm.insert("system_prompt".to_owned(), prompt);
+                }
+                // Not a table: leave both for the extraction to report.
+                _ => {
+                    dict.insert("system_prompt".to_owned(), prompt);
+                }
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// Durations: written `15s` with humantime-serde; read from `15s`, `250ms`, `10m`
+/// (humantime), a bare number of seconds (`60`, as a number or as text) or `off`
+/// (zero).
+mod duration {
+    use std::fmt;
     use std::time::Duration;
 
-    use serde::Serializer;
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    /// Reads `15s`, `250ms`, `10m`, a number of seconds or `off` (zero).
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        if text == "off" {
+            return Ok(Duration::ZERO);
+        }
+        if let Ok(seconds) = text.parse::<u64>() {
+            return Ok(Duration::from_secs(seconds));
+        }
+        humantime_serde::re::humantime::parse_duration(text)
+            .map_err(|error| format!("{text:?} is not a duration like 15s or 250ms: {error}"))
     }
 
-    pub mod option {
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration like 15s or 250ms, a number of seconds, or off")
+        }
+
+        fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(seconds))
+        }
+
+        fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
+            u64::try_from(seconds)
+                .map(Duration::from_secs)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(seconds), &self))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse(text).map_err(E::custom)
+        }
+    }
+
+    /// An optional duration: `off` (or zero) is `None`, and `None` is written `off`.
+    pub mod off {
         use std::time::Duration;
 
-        use serde::Serializer;
+        use serde::{Deserializer, Serializer};
 
         pub fn serialize<S: Serializer>(
             value: &Option<Duration>,
@@ -572,12 +609,88 @@ mod humantime_serde_compat {
                 None => serializer.serialize_str("off"),
             }
         }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            let value = super::deserialize(deserializer)?;
+            Ok((!value.is_zero()).then_some(value))
+        }
+    }
+}
+
+/// Sizes in bytes: written as a number of bytes; read from a number or from text
+/// parsed by bytesize (`32768`, `32KiB`, `1 MiB`).
+mod bytes {
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Reads `32768`, `32KiB` or `1 MiB`.
+    pub fn parse(text: &str) -> Result<usize, String> {
+        let text = text.trim();
+        let size = text
+            .parse::<bytesize::ByteSize>()
+            .map_err(|error| format!("{text:?} is not a size like 32768 or 32KiB: {error}"))?;
+        usize::try_from(size.as_u64()).map_err(|_| format!("{text:?} is too large"))
+    }
+
+    pub fn serialize<S: Serializer>(value: &usize, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(*value as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_any(SizeVisitor)
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a size like 32768 or 32KiB")
+        }
+
+        fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<usize, E> {
+            usize::try_from(bytes)
+                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(bytes), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<usize, E> {
+            usize::try_from(bytes)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(bytes), &self))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<usize, E> {
+            parse(text).map_err(E::custom)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use figment::providers::Serialized;
+
     use super::*;
+
+    fn no_env() -> Environment {
+        Environment::from_vars(Vec::<(String, String)>::new())
+    }
+
+    fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(file, no_env(), Figment::new())
+    }
+
+    fn flags(pairs: &[(&str, &str)]) -> Serialized<BTreeMap<String, String>> {
+        Serialized::defaults(
+            pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        )
+    }
 
     #[test]
     fn later_layers_override_earlier_ones() {
@@ -585,16 +698,23 @@ mod tests {
         let file = dir.path().join("tidewire.toml");
         std::fs::write(
             &file,
-            "addr = \"127.0.0.1:9000\"\nkeepalive = \"5s\"\nretention = 60\ncancel_after_idle = \"2m\"\nmax_message_bytes = \"4KiB\"\n",
+            "addr = \"127.0.0.1:9000\"\nkeepalive = \"5s\"\nretention = 60\ncancel_after_idle = \"2m\"\nmax_message_bytes = \"4KiB\"\ndrain_timeout = \"9s\"\nmax_concurrent_runs = 7\n",
         )
         .unwrap();
-        let overrides = ConfigLayer {
-            keepalive: Some(Span(Duration::from_secs(7))),
-            ..ConfigLayer::default()
-        };
-        let config = Config::load(Some(&file), &overrides).unwrap();
+        let env = Environment::from_vars([
+            ("TIDEWIRE_KEEPALIVE", "6s"),
+            ("TIDEWIRE_DRAIN_TIMEOUT", "8"),
+            ("TIDEWIRE_MAX_CONCURRENT_RUNS", "9"),
+            ("TIDEWIRE_MAX_BODY_BYTES", "1 MiB"),
+            ("TIDEWIRE_CONFIG", "/not/an/option.toml"),
+            ("TIDEWIRE_URL", "http://127.0.0.1:1"),
+        ]);
+        let config = Config::load_with(Some(&file), env, flags(&[("keepalive", "7s")])).unwrap();
         assert_eq!(config.addr, SocketAddr::from(([127, 0, 0, 1], 9000)));
         assert_eq!(config.keepalive, Duration::from_secs(7));
+        assert_eq!(config.drain_timeout, Duration::from_secs(8));
+        assert_eq!(config.max_concurrent_runs, 9);
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.retention, Duration::from_secs(60));
         assert_eq!(config.cancel_after_idle, Some(Duration::from_secs(120)));
         assert_eq!(config.max_message_bytes, 4096);
@@ -603,15 +723,17 @@ mod tests {
 
     #[test]
     fn off_turns_cancel_after_idle_off() {
-        let mut config = Config {
-            cancel_after_idle: Some(Duration::from_secs(1)),
-            ..Config::default()
-        };
-        config.apply(&ConfigLayer {
-            cancel_after_idle: Some("off".parse().unwrap()),
-            ..ConfigLayer::default()
-        });
-        assert_eq!(config.cancel_after_idle, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("idle.toml");
+        std::fs::write(&file, "cancel_after_idle = \"1s\"\n").unwrap();
+        let on = load(Some(&file)).unwrap();
+        assert_eq!(on.cancel_after_idle, Some(Duration::from_secs(1)));
+        let env = Environment::from_vars([("TIDEWIRE_CANCEL_AFTER_IDLE", "off")]);
+        let off = Config::load_with(Some(&file), env, Figment::new()).unwrap();
+        assert_eq!(off.cancel_after_idle, None);
+        let zero =
+            Config::load_with(Some(&file), no_env(), flags(&[("cancel_after_idle", "0")])).unwrap();
+        assert_eq!(zero.cancel_after_idle, None);
     }
 
     #[test]
@@ -619,23 +741,122 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "keepalve = \"5s\"\n").unwrap();
-        let error = Config::load(Some(&file), &ConfigLayer::default()).unwrap_err();
-        assert!(error.to_string().contains("keepalve"), "{error}");
+        let error = load(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("keepalve"), "{error}");
         std::fs::write(&file, "keepalive = \"soon\"\n").unwrap();
-        let error = Config::load(Some(&file), &ConfigLayer::default()).unwrap_err();
-        assert!(error.to_string().contains("not a duration"), "{error}");
+        let error = load(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("not a duration"), "{error}");
+        assert!(error.contains("\"keepalive\""), "{error}");
+        std::fs::write(&file, "keepalive = \n").unwrap();
+        let error = load(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("bad.toml"), "{error}");
+
+        let env = Environment::from_vars([("TIDEWIRE_MAX_BODY_BYTES", "12 parsecs")]);
+        let error = Config::load_with(None, env, Figment::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("12 parsecs"), "{error}");
+        assert!(error.contains("TIDEWIRE_MAX_BODY_BYTES"), "{error}");
+
+        let error = Config::load_with(None, no_env(), flags(&[("retry", "later")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"later\" is not a duration"), "{error}");
+        assert!(error.contains("--retry"), "{error}");
+
+        let error = Config::load_with(None, no_env(), flags(&[("max_run_bytes", "1KiB")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("max_run_bytes must be at least 64KiB"),
+            "{error}"
+        );
+
+        let missing = dir.path().join("missing.toml");
+        let error = load(Some(&missing)).unwrap_err().to_string();
+        assert!(error.contains("cannot read config file"), "{error}");
     }
 
     #[test]
     fn sizes_and_spans_parse() {
-        assert_eq!("32KiB".parse::<ByteSize>().unwrap().0, 32 * 1024);
-        assert_eq!("1 MiB".parse::<ByteSize>().unwrap().0, 1024 * 1024);
-        assert!("12 parsecs".parse::<ByteSize>().is_err());
+        assert_eq!(bytes::parse("32768").unwrap(), 32 * 1024);
+        assert_eq!(bytes::parse("32KiB").unwrap(), 32 * 1024);
+        assert_eq!(bytes::parse("1 MiB").unwrap(), 1024 * 1024);
+        assert!(bytes::parse("12 parsecs").is_err());
         assert_eq!(
             "250ms".parse::<Span>().unwrap().0,
             Duration::from_millis(250)
         );
+        assert_eq!("60".parse::<Span>().unwrap().0, Duration::from_secs(60));
         assert_eq!("off".parse::<Span>().unwrap().0, Duration::ZERO);
+        assert!("soon".parse::<Span>().is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sizes.toml");
+        std::fs::write(
+            &file,
+            "max_body_bytes = 32768\nmax_message_bytes = \"1KiB\"\nmax_finished_bytes = \"1 MiB\"\nmax_run_bytes = \"64KiB\"\nmax_finished_runs = 3\n",
+        )
+        .unwrap();
+        let config = load(Some(&file)).unwrap();
+        assert_eq!(config.max_body_bytes, 32768);
+        assert_eq!(config.max_message_bytes, 1024);
+        assert_eq!(config.max_finished_bytes, 1024 * 1024);
+        assert_eq!(config.max_run_bytes, 64 * 1024);
+        assert_eq!(config.max_finished_runs, 3);
+        let defaults = Config::default();
+        assert_eq!(defaults.max_finished_runs, 10_000);
+        assert_eq!(defaults.max_finished_bytes, 256 * 1024 * 1024);
+        assert_eq!(defaults.max_run_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn text_options_stay_text_and_numbers_read_as_numbers() {
+        let env = Environment::from_vars([
+            ("TIDEWIRE_LLM_URL", "http://127.0.0.1:11434/v1"),
+            ("TIDEWIRE_LLM_MODEL", "7"),
+            ("TIDEWIRE_LLM_API_KEY", "12345"),
+            ("TIDEWIRE_SYSTEM_PROMPT", "[be brief]"),
+            ("TIDEWIRE_DEFAULT_TOKENS_PER_SECOND", "30.1"),
+            ("TIDEWIRE_DEFAULT_MAX_TOKENS", "65"),
+        ]);
+        let config = Config::load_with(None, env, Figment::new()).unwrap();
+        assert_eq!(config.llm_url.as_deref(), Some("http://127.0.0.1:11434/v1"));
+        assert_eq!(config.llm_model.as_deref(), Some("7"));
+        assert_eq!(
+            config.llm_api_key.as_ref().unwrap().expose_secret(),
+            "12345"
+        );
+        assert_eq!(config.llm.system_prompt.as_deref(), Some("[be brief]"));
+        assert_eq!(config.default_tokens_per_second, 30.1);
+        assert_eq!(config.default_max_tokens, 65);
+    }
+
+    #[test]
+    fn the_system_prompt_of_a_later_layer_keeps_the_llm_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prompt.toml");
+        std::fs::write(
+            &file,
+            "[llm]\nsystem_prompt = \"from the file\"\nhistory_messages = 3\n",
+        )
+        .unwrap();
+        let config = load(Some(&file)).unwrap();
+        assert_eq!(config.llm.system_prompt.as_deref(), Some("from the file"));
+        let env = Environment::from_vars([("TIDEWIRE_SYSTEM_PROMPT", "from the environment")]);
+        let config = Config::load_with(Some(&file), env, Figment::new()).unwrap();
+        assert_eq!(
+            config.llm.system_prompt.as_deref(),
+            Some("from the environment")
+        );
+        assert_eq!(config.llm.history_messages, 3);
+        let config = Config::load_with(
+            Some(&file),
+            no_env(),
+            flags(&[("system_prompt", "from a flag")]),
+        )
+        .unwrap();
+        assert_eq!(config.llm.system_prompt.as_deref(), Some("from a flag"));
     }
 
     #[test]
@@ -649,36 +870,45 @@ mod tests {
              [llm.backends.cloud]\nkind = \"openai\"\nurl = \"https://api.example.com/v1\"\nmodel = \"m\"\napi_key = \"sk-secret\"\nfirst_token_timeout = \"20s\"\n",
         )
         .unwrap();
-        let config = Config::load(Some(&file), &ConfigLayer::default()).unwrap();
+        let env = Environment::from_vars([("TIDEWIRE_LLM_API_KEY", "sk-env-secret")]);
+        let config = Config::load_with(Some(&file), env, Figment::new()).unwrap();
         assert_eq!(config.llm.default, "local");
         let cloud = &config.llm.backends["cloud"];
-        assert_eq!(cloud.api_key.as_ref().unwrap().expose(), "sk-secret");
+        assert_eq!(cloud.api_key.as_ref().unwrap().expose_secret(), "sk-secret");
         assert_eq!(
             cloud.first_token_timeout,
             Some(Span(Duration::from_secs(20)))
         );
         let shown = format!("{config:?}\n{}", config.to_toml());
         assert!(!shown.contains("sk-secret"), "{shown}");
+        assert!(!shown.contains("sk-env-secret"), "{shown}");
         assert!(shown.contains("<redacted>"));
 
         std::fs::write(&file, "[llm]\ndefault = \"nope\"\n").unwrap();
-        assert!(Config::load(Some(&file), &ConfigLayer::default()).is_err());
-        let url_without_model = ConfigLayer {
-            llm_url: Some("http://127.0.0.1:1/v1".into()),
-            ..ConfigLayer::default()
-        };
-        assert!(Config::load(None, &url_without_model).is_err());
+        assert!(load(Some(&file)).is_err());
+        let url_without_model = flags(&[("llm_url", "http://127.0.0.1:1/v1")]);
+        let error = Config::load_with(None, no_env(), url_without_model)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("TIDEWIRE_LLM_MODEL"), "{error}");
     }
 
     #[test]
     fn the_effective_config_renders_as_toml_that_loads_back() {
-        let config = Config::default();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("round.toml");
-        std::fs::write(&file, config.to_toml()).unwrap();
-        assert_eq!(
-            Config::load(Some(&file), &ConfigLayer::default()).unwrap(),
-            config
-        );
+        let config = Config {
+            cancel_after_idle: Some(Duration::from_secs(90)),
+            max_finished_bytes: 3 * 1024 * 1024,
+            ..Config::default()
+        };
+        for config in [Config::default(), config] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("round.toml");
+            std::fs::write(&file, config.to_toml()).unwrap();
+            assert_eq!(load(Some(&file)).unwrap(), config);
+        }
+        let shown = Config::default().to_toml();
+        assert!(shown.contains("keepalive = \"15s\""), "{shown}");
+        assert!(shown.contains("cancel_after_idle = \"off\""), "{shown}");
+        assert!(shown.contains("max_message_bytes = 32768"), "{shown}");
     }
 }

@@ -5,8 +5,9 @@
 //! connections: any client can re-attach with `Last-Event-ID` and get exactly the
 //! events it missed. See `DESIGN.md` for the layers.
 //!
-//! The binary is thin: [`run`] serves on a listener until a shutdown future
-//! resolves, and [`app`] builds the router, so tests start the same server.
+//! The `tidewire` binary lives in the `tidewire-cli` crate and is thin: [`run`] serves
+//! on a listener until a shutdown future resolves, and [`app`] builds the router, so
+//! tests start the same server.
 
 pub mod api;
 pub mod config;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Backend, Failover, Ollama, OpenAi, Synthetic, Timeouts};
-use crate::config::{BackendConfig, BackendKind, Config};
+use crate::config::{BackendConfig, BackendKind, Config, ExposeSecret};
 
 /// The first retry of a failed upstream request waits this long (then doubles).
 const BACKOFF: Duration = Duration::from_millis(200);
@@ -48,7 +48,7 @@ impl Backends {
             let key = config
                 .llm_api_key
                 .as_ref()
-                .map(|key| key.expose().to_owned());
+                .map(|key| key.expose_secret().to_owned());
             named.insert(
                 "default".into(),
                 Arc::new(OpenAi::new(url, model, key, Timeouts::default())?),
@@ -114,7 +114,10 @@ fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, reqwest::Error> {
     let model = config.model.as_deref().unwrap_or_default();
     Ok(match config.kind {
         BackendKind::Openai => {
-            let key = config.api_key.as_ref().map(|key| key.expose().to_owned());
+            let key = config
+                .api_key
+                .as_ref()
+                .map(|key| key.expose_secret().to_owned());
             Arc::new(OpenAi::new(url, model, key, timeouts)?)
         }
         BackendKind::Ollama => Arc::new(Ollama::new(url, model, timeouts)?),

@@ -20,12 +20,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the server (SQLite in the data directory, the synthetic backend).
+    #[command(after_help = serve::ENVIRONMENT_HELP)]
     Serve(serve::ServeArgs),
     /// Asks a question and streams the answer (interactive without a question).
     Chat(chat::ChatArgs),
     /// Load generator: streams against any SSE URL, with the server's CPU and memory.
     Bench(bench::BenchArgs),
     /// Prints the effective configuration as TOML, after file, environment and flags.
+    #[command(after_help = serve::ENVIRONMENT_HELP)]
     Config(serve::ServeArgs),
     /// Server-Sent Events tools: decode or encode a byte stream.
     #[command(subcommand)]

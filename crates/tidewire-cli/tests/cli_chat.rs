@@ -1,6 +1,7 @@
 //! `tidewire chat` run as a user runs it, against the real server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tidewire/tests/support/mod.rs"]
 mod support;
 
 use std::process::Stdio;

@@ -1,0 +1,197 @@
+//! `tidewire serve`: the server, configured from a file, the environment and flags.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::{Serialize, Serializer};
+use tidewire::config::figment::providers::Serialized;
+use tidewire::config::{Config, ExposeSecret, Secret};
+use tracing_subscriber::EnvFilter;
+
+/// Shown after the options of `serve` and `config`.
+pub const ENVIRONMENT_HELP: &str = "Every option but --config can also be set in the \
+environment as TIDEWIRE_ and its name in capitals (TIDEWIRE_MAX_BODY_BYTES for \
+--max-body-bytes), or in the TOML file under its name with underscores (max_body_bytes). \
+Durations are written 15s, 250ms, 10m or a number of seconds; sizes 32768, 32KiB or 1MiB.";
+
+/// Options of `tidewire serve` and `tidewire config`. Each flag set overrides the
+/// file and the environment; the library reads both, and parses every value.
+#[derive(Debug, Args, Serialize)]
+pub struct ServeArgs {
+    /// A TOML file with any of the options below (file < environment < flags).
+    #[arg(long, env = "TIDEWIRE_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<SocketAddr>,
+    /// Directory of the SQLite database, created if missing [default: ./tidewire-data].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// Log filter, as RUST_LOG [default: info].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+    /// Keepalive comment interval on idle streams [default: 15s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalive: Option<String>,
+    /// Reconnection delay suggested to clients with `retry:` [default: 1s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<String>,
+    /// How long a finished run stays attachable [default: 10m].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention: Option<String>,
+    /// How often a running answer is written to the store [default: 250ms].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flush_interval: Option<String>,
+    /// Cancel a run with no subscriber for this long; `off` to let it finish [default: off].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_after_idle: Option<String>,
+    /// On shutdown, how long runs may take to finish [default: 30s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_timeout: Option<String>,
+    /// Largest accepted message, in bytes (`32KiB` form accepted) [default: 32KiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_message_bytes: Option<String>,
+    /// Largest accepted request body, in bytes [default: 256KiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_body_bytes: Option<String>,
+    /// Most runs generating at once [default: 20000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_runs: Option<usize>,
+    /// Most finished runs kept in memory for re-attaching [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_finished_runs: Option<usize>,
+    /// Most bytes of finished runs kept in memory [default: 256MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_finished_bytes: Option<String>,
+    /// Largest event log of one run; a run over it fails [default: 16MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_run_bytes: Option<String>,
+    /// Largest accepted options.max_tokens [default: 8192].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens_limit: Option<u32>,
+    /// options.max_tokens when a request gives none [default: 64].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_max_tokens: Option<u32>,
+    /// Synthetic backend pace when a request gives none; 0 = as fast as possible [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_tokens_per_second: Option<f64>,
+    /// An OpenAI-compatible base URL (such as http://127.0.0.1:11434/v1); with it,
+    /// requests go to that model by default.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_url: Option<String>,
+    /// The model to ask for at --llm-url.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_model: Option<String>,
+    /// The API key for --llm-url (never logged or shown).
+    #[arg(long)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_to_the_config"
+    )]
+    llm_api_key: Option<Secret>,
+    /// Instructions sent first with every question.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_prompt: Option<String>,
+}
+
+/// Hands the key itself to the configuration (a `Secret` serializes as `<redacted>`).
+fn expose_to_the_config<S: Serializer>(
+    key: &Option<Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    key.as_ref()
+        .map(|key| key.expose_secret())
+        .serialize(serializer)
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(
+            self.config.as_deref(),
+            Serialized::defaults(self),
+        )?)
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    let filter = EnvFilter::try_new(&config.log)
+        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.addr))?;
+        tidewire::run(listener, config, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the effective configuration as TOML.
+pub fn print_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    print!("{}", args.load()?.to_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
