@@ -150,7 +150,9 @@ async fn sigterm_with_open_streams_exits_zero_within_the_drain_timeout() {
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        // The run would go on for 50 s: exiting well before shows the drain timeout
+        // applied, with room for a busy machine.
+        started.elapsed() < Duration::from_secs(30),
         "exit took {:?}",
         started.elapsed()
     );
