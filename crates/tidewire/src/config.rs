@@ -90,6 +90,111 @@ pub struct Config {
     pub llm_api_key: Option<Secret>,
     /// Model backends, history and system prompt.
     pub llm: LlmConfig,
+    /// Where the front ends' dialects are mounted, and how their streams behave
+    /// (TOML only: the `[dialects]` table).
+    pub dialects: DialectsConfig,
+}
+
+/// The `[dialects]` table: one entry per front end of the seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialectsConfig {
+    /// The RAG chat front end (seed 000).
+    pub rag: DialectConfig,
+    /// The canvas agent chat front end (seed 003); it may share `rag`'s path.
+    pub canvas: DialectConfig,
+    /// The ask pipeline front end (seed 001).
+    pub ask: DialectConfig,
+    /// The portfolio assistant front end (seed 002).
+    pub portfolio: DialectConfig,
+    /// The chatbot API front end (seed 004).
+    pub chatbot: DialectConfig,
+}
+
+impl Default for DialectsConfig {
+    fn default() -> Self {
+        let route = |path: &str| DialectConfig {
+            path: path.to_owned(),
+            keepalive: Duration::from_secs(15),
+            cancel_on_disconnect: Some(Duration::from_secs(3)),
+        };
+        Self {
+            rag: route("/api/chat/stream"),
+            canvas: route("/api/chat/stream"),
+            ask: route("/api/ask/stream"),
+            portfolio: route("/api/v1/chat/send"),
+            // Its httpx client gives up after 5 s without a byte.
+            chatbot: DialectConfig {
+                keepalive: Duration::from_secs(4),
+                ..route("/api/v1/chat/")
+            },
+        }
+    }
+}
+
+impl DialectsConfig {
+    /// The dialects by name, with their routes.
+    pub fn all(&self) -> [(&'static str, &DialectConfig); 5] {
+        [
+            ("rag", &self.rag),
+            ("canvas", &self.canvas),
+            ("ask", &self.ask),
+            ("portfolio", &self.portfolio),
+            ("chatbot", &self.chatbot),
+        ]
+    }
+
+    /// Paths start with `/`, keepalives are not zero, and no two dialects (but
+    /// `rag` and `canvas`, told apart by their bodies) nor a native route share a
+    /// path.
+    fn validate(&self) -> Result<(), String> {
+        const NATIVE: [&str; 3] = ["/api/chat", "/api/conversations", "/healthz"];
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for (name, route) in self.all() {
+            if route.path.is_empty() {
+                continue;
+            }
+            if !route.path.starts_with('/') {
+                return Err(format!("dialects.{name}.path must start with /"));
+            }
+            if route.keepalive.is_zero() {
+                return Err(format!("dialects.{name}.keepalive must be more than 0"));
+            }
+            let bare = route.path.trim_end_matches('/');
+            if NATIVE.contains(&bare) || bare.starts_with("/api/runs") {
+                return Err(format!(
+                    "dialects.{name}.path {} is a route of the native API",
+                    route.path
+                ));
+            }
+            for (other, path) in &seen {
+                let shared_ok = matches!((*other, name), ("rag", "canvas"));
+                if path.trim_end_matches('/') == bare && !(shared_ok && *path == route.path) {
+                    return Err(format!(
+                        "dialects.{name}.path {} is already the path of dialects.{other}",
+                        route.path
+                    ));
+                }
+            }
+            seen.push((name, &route.path));
+        }
+        Ok(())
+    }
+}
+
+/// One dialect's route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialectConfig {
+    /// The path it answers `POST` on; empty turns the dialect off.
+    pub path: String,
+    /// Keepalive comment interval on its streams.
+    #[serde(with = "duration")]
+    pub keepalive: Duration,
+    /// A client that goes away cancels its run after this long (these clients cannot
+    /// resume); `off` lets the run finish.
+    #[serde(with = "duration::off")]
+    pub cancel_on_disconnect: Option<Duration>,
 }
 
 impl Default for Config {
@@ -117,6 +222,7 @@ impl Default for Config {
             llm_model: None,
             llm_api_key: None,
             llm: LlmConfig::default(),
+            dialects: DialectsConfig::default(),
         }
     }
 }
@@ -337,6 +443,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        self.dialects.validate().map_err(ConfigError::Invalid)?;
         if self.keepalive.is_zero() {
             return invalid("keepalive must be more than 0");
         }

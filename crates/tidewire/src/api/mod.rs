@@ -6,6 +6,7 @@
 
 mod chat;
 mod conversations;
+pub mod dialect;
 mod error;
 pub mod native;
 mod runs;
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 
 pub use error::ApiError;
 
-use crate::config::Config;
+use crate::config::{Config, DialectConfig, DialectsConfig};
 use crate::hub::Hub;
 use crate::store::Store;
 
@@ -37,11 +38,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Keepalive and retry settings of streams.
+    /// Keepalive and retry settings of native streams.
     pub fn stream_settings(&self) -> sse::StreamSettings {
         sse::StreamSettings {
             keepalive: self.config.keepalive,
-            retry: self.config.retry,
+            retry: Some(self.config.retry),
+            cancel_on_disconnect: None,
         }
     }
 }
@@ -49,7 +51,7 @@ impl AppState {
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    Router::new()
+    dialect_routes(Router::new(), &state.config.dialects)
         .route("/api/chat", post(chat::chat))
         .route("/api/runs/{run_id}", get(runs::get_run))
         .route("/api/runs/{run_id}/events", get(runs::run_events))
@@ -68,6 +70,119 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The arguments of every dialect handler but its route.
+type DialectArgs = (
+    State<AppState>,
+    axum::http::Version,
+    axum::http::HeaderMap,
+    Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+);
+
+/// Mounts `handler` on `POST path`, handing it `route` with each request.
+fn mount<R, F, Fut>(router: Router<AppState>, path: &str, route: R, handler: F) -> Router<AppState>
+where
+    R: Clone + Send + Sync + 'static,
+    F: Fn(
+            State<AppState>,
+            R,
+            axum::http::Version,
+            axum::http::HeaderMap,
+            Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+        ) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
+    let call = move |(state, version, headers, body): DialectArgs| {
+        handler(state, route.clone(), version, headers, body)
+    };
+    router.route(
+        path,
+        post(
+            move |state: State<AppState>,
+                  version: axum::http::Version,
+                  headers: axum::http::HeaderMap,
+                  body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>| {
+                call((state, version, headers, body))
+            },
+        ),
+    )
+}
+
+/// The routes of the front ends' dialects, as configured.
+fn dialect_routes(mut router: Router<AppState>, config: &DialectsConfig) -> Router<AppState> {
+    let route = |config: &DialectConfig| {
+        Arc::new(dialect::DialectRoute {
+            path: config.path.clone(),
+            keepalive: Some(config.keepalive),
+            cancel_on_disconnect: config.cancel_on_disconnect,
+        })
+    };
+    let on = |config: &DialectConfig| !config.path.is_empty();
+    if on(&config.rag) && on(&config.canvas) && config.rag.path == config.canvas.path {
+        let shared = Arc::new((
+            route(&config.rag).as_ref().clone(),
+            route(&config.canvas).as_ref().clone(),
+        ));
+        router = mount(
+            router,
+            &config.rag.path,
+            shared,
+            dialect::shared_chat_stream,
+        );
+    } else {
+        if on(&config.rag) {
+            router = mount(
+                router,
+                &config.rag.path,
+                route(&config.rag),
+                dialect::rag::handle,
+            );
+        }
+        if on(&config.canvas) {
+            router = mount(
+                router,
+                &config.canvas.path,
+                route(&config.canvas),
+                dialect::canvas::handle,
+            );
+        }
+    }
+    if on(&config.ask) {
+        router = mount(
+            router,
+            &config.ask.path,
+            route(&config.ask),
+            dialect::ask::handle,
+        );
+    }
+    if on(&config.portfolio) {
+        router = mount(
+            router,
+            &config.portfolio.path,
+            route(&config.portfolio),
+            dialect::portfolio::handle,
+        );
+    }
+    if on(&config.chatbot) {
+        let chatbot = route(&config.chatbot);
+        let path = &config.chatbot.path;
+        router = mount(router, path, Arc::clone(&chatbot), dialect::chatbot::handle);
+        // Its clients post to `/api/v1/chat/`; the same without the slash too.
+        let other = match path.strip_suffix('/') {
+            Some(bare) if !bare.is_empty() => bare.to_owned(),
+            Some(_) => String::new(),
+            None => format!("{path}/"),
+        };
+        if !other.is_empty() {
+            router = mount(router, &other, chatbot, dialect::chatbot::handle);
+        }
+    }
+    router
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<Value> {

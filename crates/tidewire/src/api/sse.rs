@@ -9,50 +9,94 @@ use axum::http::{HeaderValue, Response, StatusCode, Version, header};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::hub::Subscription;
+use crate::hub::{CancelReason, Run, Subscription};
 
 /// The comment sent on idle streams.
 pub const KEEPALIVE: &[u8] = b": keepalive\n\n";
 
-/// Timing of a stream.
+/// How a stream behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSettings {
     /// Idle time before a keepalive comment.
     pub keepalive: Duration,
-    /// The reconnection delay suggested with `retry:`.
-    pub retry: Duration,
+    /// The reconnection delay suggested with `retry:`; `None` writes no `retry:`
+    /// line (clients that parse every block as one `data:` line).
+    pub retry: Option<Duration>,
+    /// Cancel the run this long after the client went away, if nobody else follows
+    /// it (for clients that cannot resume); `None` lets it finish.
+    pub cancel_on_disconnect: Option<Duration>,
 }
 
-/// The body of a run's stream: at once a `retry:` hint and a keepalive comment (so
-/// proxies pass the headers on), then every event after the subscriber's cursor as
-/// it is appended, a keepalive comment after each `keepalive` of silence, and the
-/// end after `done`.
+/// The body of a run's stream: at once a keepalive comment and the `retry:` hint
+/// (so proxies pass the headers on), then every event after the subscriber's cursor
+/// as it is appended, a keepalive comment after each `keepalive` of silence, and
+/// the end after `done`.
 pub fn event_stream(
     subscription: Subscription,
     settings: StreamSettings,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let mut subscription = subscription;
     let mut prelude = Vec::with_capacity(512);
-    tidewire_sse::encode_comment(&mut prelude, "keepalive");
-    tidewire_sse::encode_retry(&mut prelude, settings.retry);
+    match settings.retry {
+        Some(retry) => {
+            tidewire_sse::encode_comment(&mut prelude, "keepalive");
+            tidewire_sse::encode_retry(&mut prelude, retry);
+        }
+        None => prelude.extend_from_slice(KEEPALIVE),
+    }
     // What the run already has goes out with the prelude, in the same write.
     if let Some(ready) = subscription.ready_batch() {
         prelude.extend_from_slice(&ready);
     }
-    let state = (subscription, Some(Bytes::from(prelude)));
-    futures_util::stream::unfold(state, move |(mut subscription, prelude)| async move {
-        if let Some(prelude) = prelude {
-            return Some((Ok(prelude), (subscription, None)));
-        }
-        tokio::select! {
-            batch = subscription.next_batch() => {
-                batch.map(|bytes| (Ok(bytes), (subscription, None)))
+    let guard = settings.cancel_on_disconnect.map(|grace| DisconnectGuard {
+        run: std::sync::Arc::clone(subscription.run()),
+        grace,
+    });
+    let state = (subscription, Some(Bytes::from(prelude)), guard);
+    futures_util::stream::unfold(
+        state,
+        move |(mut subscription, prelude, guard)| async move {
+            if let Some(prelude) = prelude {
+                return Some((Ok(prelude), (subscription, None, guard)));
             }
-            () = tokio::time::sleep(settings.keepalive) => {
-                Some((Ok(Bytes::from_static(KEEPALIVE)), (subscription, None)))
+            tokio::select! {
+                batch = subscription.next_batch() => {
+                    batch.map(|bytes| (Ok(bytes), (subscription, None, guard)))
+                }
+                () = tokio::time::sleep(settings.keepalive) => {
+                    Some((Ok(Bytes::from_static(KEEPALIVE)), (subscription, None, guard)))
+                }
             }
+        },
+    )
+}
+
+/// Cancels its run `grace` after the stream is dropped (its client went away),
+/// unless the run finished or someone else follows it by then.
+struct DisconnectGuard {
+    run: std::sync::Arc<Run>,
+    grace: Duration,
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if self.run.is_finished() {
+            return;
         }
-    })
+        let run = std::sync::Arc::clone(&self.run);
+        let grace = self.grace;
+        // Dropped inside the runtime (hyper drops bodies on its tasks); outside of
+        // one there is nothing left to cancel for.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(grace).await;
+                if !run.is_finished() && run.subscribers() == 0 {
+                    tracing::debug!(run_id = run.id(), "client went away; cancelling");
+                    run.cancel(CancelReason::Requested);
+                }
+            });
+        }
+    }
 }
 
 /// A `text/event-stream` response with the headers every stream carries.
@@ -96,7 +140,8 @@ mod tests {
         let run = Arc::new(Run::new(identity, usize::MAX));
         let settings = StreamSettings {
             keepalive: Duration::from_secs(15),
-            retry: Duration::from_millis(1500),
+            retry: Some(Duration::from_millis(1500)),
+            cancel_on_disconnect: None,
         };
         let stream = event_stream(run.subscribe(0, Arc::new(Native)), settings);
         let producer = Arc::clone(&run);

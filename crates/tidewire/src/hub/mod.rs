@@ -22,7 +22,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{Ending, EventSink, Pipeline, RunRequest};
+use crate::pipeline::{ConversationRef, Ending, EventSink, Pipeline, RunRequest};
 use crate::store::{FinishedMessage, NewTurn, PartialAnswer, Store, StoreError, Turn, new_id};
 
 pub use format::{EventEncoder, RunIdentity, WireFormat};
@@ -291,6 +291,7 @@ impl Hub {
             .store
             .start_turn(NewTurn {
                 conversation_id: request.stored_conversation().map(str::to_owned),
+                create_missing: matches!(request.conversation, ConversationRef::Named(_)),
                 message: request.message.clone(),
                 run_id: run_id.clone(),
             })
@@ -619,7 +620,7 @@ async fn expiry_loop(hub: Arc<Hub>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{ConversationRef, RunOptions};
+    use crate::pipeline::RunOptions;
 
     #[test]
     fn fingerprints_are_sha256_of_the_request_and_stable_across_builds() {

@@ -42,6 +42,9 @@ pub enum ConversationRef {
     New,
     /// A stored conversation: its history goes with the question.
     Existing(String),
+    /// A conversation whose id the client chose: continued if it exists, created
+    /// with that id if not.
+    Named(String),
     /// The history given in the request (as OpenAI clients send it); the turn is
     /// stored in a new conversation.
     Inline(Vec<PromptMessage>),
@@ -63,7 +66,7 @@ impl RunRequest {
     /// The conversation to store the turn in, `None` for a new one.
     pub fn stored_conversation(&self) -> Option<&str> {
         match &self.conversation {
-            ConversationRef::Existing(id) => Some(id),
+            ConversationRef::Existing(id) | ConversationRef::Named(id) => Some(id),
             ConversationRef::New | ConversationRef::Inline(_) => None,
         }
     }
@@ -245,7 +248,7 @@ impl Pipeline {
         let history: Vec<PromptMessage> = match &request.conversation {
             ConversationRef::New => Vec::new(),
             ConversationRef::Inline(messages) => messages.clone(),
-            ConversationRef::Existing(id) => {
+            ConversationRef::Existing(id) | ConversationRef::Named(id) => {
                 let stored = self.store.list_messages(id).await.map_err(|error| {
                     tracing::error!(%error, conversation_id = %id, "reading the history failed");
                     ErrorEvent {

@@ -122,6 +122,9 @@ pub struct MessageRecord {
 pub struct NewTurn {
     /// Continue this conversation, or create one when `None`.
     pub conversation_id: Option<String>,
+    /// Create the named conversation if it does not exist (for clients that choose
+    /// their conversation ids) instead of failing.
+    pub create_missing: bool,
     /// The user's message.
     pub message: String,
     /// The run that writes the answer.

@@ -291,6 +291,7 @@ mod tests {
     fn turn(conversation_id: Option<&str>, message: &str) -> NewTurn {
         NewTurn {
             conversation_id: conversation_id.map(str::to_owned),
+            create_missing: false,
             message: message.to_owned(),
             run_id: crate::store::new_id(),
         }

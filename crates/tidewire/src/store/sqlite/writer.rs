@@ -230,7 +230,13 @@ async fn start_turns(
     let mut messages = Vec::new();
     for &(index, turn) in turns {
         let conversation_id = match &turn.conversation_id {
-            Some(id) if found.contains(id) => id.clone(),
+            Some(id) if found.contains(id) || last_seq.contains_key(id) => id.clone(),
+            Some(id) if turn.create_missing => {
+                // Created here, once, even when several turns of the batch name it.
+                last_seq.insert(id.clone(), 0);
+                new_conversations.push((id.clone(), title_of(&turn.message)));
+                id.clone()
+            }
             Some(id) => {
                 outcomes[index] = Some(Err(StoreError::ConversationNotFound(id.clone())));
                 continue;
