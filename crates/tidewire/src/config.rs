@@ -829,6 +829,42 @@ mod tests {
     }
 
     #[test]
+    fn dialects_mount_where_the_file_says_and_paths_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dialects.toml");
+        std::fs::write(
+            &file,
+            "[dialects.canvas]\npath = \"/canvas/stream\"\nkeepalive = \"5s\"\ncancel_on_disconnect = \"off\"\n\
+             [dialects.ask]\npath = \"\"\nkeepalive = 15\ncancel_on_disconnect = \"10s\"\n",
+        )
+        .unwrap();
+        let config = load(Some(&file)).unwrap();
+        assert_eq!(config.dialects.canvas.path, "/canvas/stream");
+        assert_eq!(config.dialects.canvas.cancel_on_disconnect, None);
+        assert_eq!(config.dialects.ask.path, "", "off");
+        assert_eq!(config.dialects.rag.path, "/api/chat/stream");
+        assert_eq!(config.dialects.chatbot.keepalive, Duration::from_secs(4));
+        for (toml, complaint) in [
+            (
+                "[dialects.ask]\npath = \"/api/v1/chat/send\"\nkeepalive = 1\ncancel_on_disconnect = 1\n",
+                "already the path of dialects.ask",
+            ),
+            (
+                "[dialects.ask]\npath = \"/api/chat\"\nkeepalive = 1\ncancel_on_disconnect = 1\n",
+                "native API",
+            ),
+            (
+                "[dialects.ask]\npath = \"ask\"\nkeepalive = 1\ncancel_on_disconnect = 1\n",
+                "must start with /",
+            ),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let error = load(Some(&file)).unwrap_err().to_string();
+            assert!(error.contains(complaint), "{error}");
+        }
+    }
+
+    #[test]
     fn off_turns_cancel_after_idle_off() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("idle.toml");

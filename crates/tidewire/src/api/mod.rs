@@ -51,7 +51,18 @@ impl AppState {
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    // The seeds' front ends run in browsers, several on another origin than the
+    // API (002 posts to http://localhost:8000 from its dev server, 003 to
+    // 127.0.0.1:8000): their routes answer CORS preflights. No credentials are
+    // involved (tokens travel in headers), so any origin may call. 002 sends a
+    // header named `body`, hence any header is allowed. Not a buffering layer: the
+    // streams stay streams.
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([axum::http::Method::POST])
+        .allow_headers(tower_http::cors::Any);
     dialect_routes(Router::new(), &state.config.dialects)
+        .layer(cors)
         .route("/api/chat", post(chat::chat))
         .route("/api/runs/{run_id}", get(runs::get_run))
         .route("/api/runs/{run_id}/events", get(runs::run_events))
@@ -109,7 +120,9 @@ where
                   body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>| {
                 call((state, version, headers, body))
             },
-        ),
+        )
+        // Browsers ask first (CORS preflight); the CORS layer answers.
+        .options(|| async { StatusCode::NO_CONTENT }),
     )
 }
 
