@@ -150,6 +150,10 @@ def write_report(results, out, quick):
         cpu = pb["server"]["cpu_us_per_event"] / tb["server"]["cpu_us_per_event"]
         add(f"| burst events/s vs the peer | at least 10× (bar) | {ev:.1f}× | {met(ev >= 10)} |")
         add(f"| burst server CPU per event vs the peer | at most a tenth (bar) | a {cpu:.1f}th | {met(cpu >= 10)} |")
+    td = r("burst-dialect", "tidewire")
+    if tb and td:
+        x = td["events_per_s"] / tb["events_per_s"]
+        add(f"| burst events/s on a dialect route (seed 002's) vs the native route | within 10 % (bar) | {x * 100:.0f} % | {met(x >= 0.9)} |")
     add(f"| paced (500 tokens at 20/s) with p99 lateness under 100 ms | aim: 10,000 streams | {fmt(paced_best, 0)} streams | {met((paced_best or 0) >= 10000)} |")
     if ti and ti.get("server_bytes_per_stream"):
         add(f"| memory per idle stream | aim: under 8 KiB | {ti['server_bytes_per_stream'] / 1024:.1f} KiB | {met(ti['server_bytes_per_stream'] < 8192)} |")
@@ -198,6 +202,21 @@ def write_report(results, out, quick):
     row("requests/s", True, lambda x: x.get("requests_per_s"), True, 0)
     row("server CPU µs per event", True, lambda x: (x.get("server") or {}).get("cpu_us_per_event"), False, 2)
     row("time to first event p50 (ms)", False, lambda x: x["time_to_first_event"]["p50_ms"], digits=2)
+    td = r("burst-dialect", "tidewire")
+    if tb and td:
+        add("")
+        add("The same burst on the portfolio assistant's route (`POST /api/v1/chat/send`, seed 002:")
+        add("`event:` and `id:` on every event, 102 events a stream), same run:")
+        add("")
+        add("| | native route | dialect route | dialect vs native |")
+        add("|---|---:|---:|---:|")
+        for label, fn, better, digits in [
+            ("events/s", lambda x: x.get("events_per_s"), True, 0),
+            ("requests/s", lambda x: x.get("requests_per_s"), True, 0),
+            ("server CPU µs per event", lambda x: (x.get("server") or {}).get("cpu_us_per_event"), False, 2),
+        ]:
+            a, b = fn(tb), fn(td)
+            add(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(b, a, better)} |")
     row("time to first event p99 (ms)", False, lambda x: x["time_to_first_event"]["p99_ms"], digits=2)
     row("time to last event p50 (ms)", False, lambda x: x["time_to_last_event"]["p50_ms"], digits=2)
     row("time to last event p99 (ms)", False, lambda x: x["time_to_last_event"]["p99_ms"], digits=2)
@@ -334,7 +353,7 @@ def write_report(results, out, quick):
     add("")
     add("| workload | tidewire run | peer run |")
     add("|---|---:|---:|")
-    names = ["burst", "overhead"] + [f"paced-{c}" for c in cs] + ["idle"] + [f"fanout-{n}" for n in ns] + ["upstream"]
+    names = ["burst", "burst-dialect", "overhead"] + [f"paced-{c}" for c in cs] + ["idle"] + [f"fanout-{n}" for n in ns] + ["upstream"]
     for name in names:
         cells = []
         for server in ("tidewire", "peer"):

@@ -126,6 +126,17 @@ fi
 
 for server in tidewire peer; do
     bench burst "$server" burst "${BURST[@]}"
+    if [ "$server" = tidewire ]; then
+        # The same burst on a dialect route (the portfolio assistant's, seed 002):
+        # its requests carry no options, so the server's defaults set the answer.
+        start_tidewire TIDEWIRE_DEFAULT_MAX_TOKENS=100 TIDEWIRE_DEFAULT_TOKENS_PER_SECOND=0
+        log "burst-dialect: tidewire burst on /api/v1/chat/send"
+        "$TW" bench burst --url "http://127.0.0.1:$TW_PORT/api/v1/chat/send" \
+            --body '{"text": "benchmark question number {i}"}' --token-event message --done-event done \
+            --server-pid "$SERVER_PID" --json "${BURST[@]}" \
+            2>"$RESULTS/burst-dialect.tidewire.stderr" | tail -n 1 >"$RESULTS/burst-dialect.tidewire.json" || true
+        stop_server
+    fi
     bench overhead "$server" overhead "${OVERHEAD[@]}"
     for c in "${PACED_C[@]}"; do
         bench "paced-$c" "$server" paced -c "$c" "${PACED[@]}"
