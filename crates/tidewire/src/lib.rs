@@ -14,6 +14,7 @@ pub mod config;
 pub mod hub;
 pub mod llm;
 pub mod pipeline;
+pub mod retrieval;
 pub mod store;
 
 use std::future::Future;
