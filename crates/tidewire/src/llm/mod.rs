@@ -6,6 +6,8 @@
 //! middle of a stream are items of the stream, each with a code and whether retrying
 //! may help.
 //!
+//! - [`Extractive`]: the offline default: an answer composed from the most relevant
+//!   sentences of the retrieved passages, with citations.
 //! - [`Synthetic`]: deterministic text, for demos, tests and benchmarks.
 //! - [`OpenAi`]: any OpenAI-compatible `/chat/completions` server (vLLM, llama.cpp,
 //!   Ollama's `/v1`, hosted APIs), and [`Ollama`]: Ollama's native NDJSON API.
@@ -13,6 +15,7 @@
 //!   has reached a client.
 //! - [`Backends`]: the configured backends by name.
 
+mod extractive;
 mod failover;
 mod http;
 mod ollama;
@@ -26,6 +29,7 @@ use async_trait::async_trait;
 use futures_util::Stream;
 use tidewire_protocol::Usage;
 
+pub use extractive::Extractive;
 pub use failover::Failover;
 pub use http::Timeouts;
 pub use ollama::Ollama;
@@ -54,11 +58,24 @@ pub struct PromptMessage {
     pub content: String,
 }
 
+/// A retrieved passage the answer may draw on (numbered from 1 in the prompt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passage {
+    /// Where it comes from: the document's name and heading.
+    pub title: String,
+    /// Its text.
+    pub text: String,
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
-    /// The conversation so far, the user's new message last.
+    /// The conversation so far, the user's new message last (with the passages
+    /// already written into it for models that read text).
     pub messages: Vec<PromptMessage>,
+    /// The passages of the prompt, for backends that compose from them (the
+    /// extractive answerer).
+    pub context: Vec<Passage>,
     /// The longest answer, in tokens.
     pub max_tokens: u32,
     /// Pace for backends that simulate one (the synthetic backend); 0 = no pacing.
@@ -135,6 +152,13 @@ impl std::fmt::Debug for Generation {
 pub trait Backend: Send + Sync + 'static {
     /// The configured name of the model, reported in `metadata`.
     fn model(&self) -> &str;
+
+    /// Whether this is a language model that follows instructions (so the pipeline
+    /// may ask it to rewrite a question or suggest follow-ups); the built-in
+    /// backends are not.
+    fn is_language_model(&self) -> bool {
+        true
+    }
 
     /// Starts generating. Returns once the model accepted the request; the answer
     /// comes through the stream.

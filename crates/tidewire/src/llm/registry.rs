@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Backend, Failover, Ollama, OpenAi, Synthetic, Timeouts};
+use super::{Backend, Extractive, Failover, Ollama, OpenAi, Synthetic, Timeouts};
 use crate::config::{BackendConfig, BackendKind, Config, ExposeSecret};
 
 /// The first retry of a failed upstream request waits this long (then doubles).
@@ -40,6 +40,7 @@ impl Backends {
     pub fn from_config(config: &Config) -> Result<Self, reqwest::Error> {
         let mut named: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
         named.insert("synthetic".into(), Arc::new(Synthetic));
+        named.insert("extractive".into(), Arc::new(Extractive));
         for (name, backend) in &config.llm.backends {
             named.insert(name.clone(), build(backend)?);
         }
@@ -122,5 +123,6 @@ fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, reqwest::Error> {
         }
         BackendKind::Ollama => Arc::new(Ollama::new(url, model, timeouts)?),
         BackendKind::Synthetic => Arc::new(Synthetic),
+        BackendKind::Extractive => Arc::new(Extractive),
     })
 }

@@ -6,6 +6,9 @@
 
 use async_trait::async_trait;
 
+/// The collection of requests that name none.
+pub const DEFAULT_COLLECTION: &str = "default";
+
 /// Where to search.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Scope {
@@ -51,7 +54,12 @@ pub struct SearchError(pub String);
 #[async_trait]
 pub trait Retriever: Send + Sync + 'static {
     /// The best `limit` chunks for `query` within `scope`, best first.
-    async fn search(&self, query: &str, scope: &Scope, limit: usize) -> Result<Vec<Hit>, SearchError>;
+    async fn search(
+        &self,
+        query: &str,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<Hit>, SearchError>;
 }
 
 /// A retriever with no documents: every search finds nothing.

@@ -1,0 +1,72 @@
+//! Plain-text helpers shared by the offline answerer and the pipeline's scoring:
+//! sentences, and the words that carry meaning.
+
+/// Short, frequent English words that say nothing about a topic.
+const STOPWORDS: &[&str] = &[
+    "about", "above", "after", "again", "all", "also", "and", "any", "are", "because", "been",
+    "before", "being", "below", "between", "both", "but", "can", "could", "did", "does", "doing",
+    "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having",
+    "her", "here", "hers", "him", "his", "how", "into", "its", "itself", "just", "more", "most",
+    "not", "now", "off", "once", "only", "other", "our", "ours", "out", "over", "own", "same",
+    "she", "should", "some", "such", "than", "that", "the", "their", "them", "then", "there",
+    "these", "they", "this", "those", "through", "too", "under", "until", "very", "was", "were",
+    "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would",
+    "you", "your", "yours", "tell", "please", "explain", "describe",
+];
+
+/// The lowercase words of `text` of three letters or more that are not stopwords,
+/// with a plural `s` removed (so `tides` meets `tide`).
+pub fn content_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .filter(|word| !STOPWORDS.contains(&word.as_str()))
+        .map(|word| {
+            if word.len() > 3 && word.ends_with('s') && !word.ends_with("ss") {
+                word[..word.len() - 1].to_owned()
+            } else {
+                word
+            }
+        })
+}
+
+/// The sentences of `text`: split after `.`, `!` or `?` followed by white space,
+/// and at line breaks; empty ones left out.
+pub fn sentences(text: &str) -> impl Iterator<Item = &str> {
+    let mut pieces = Vec::new();
+    for line in text.split('\n') {
+        let mut start = 0;
+        let bytes = line.as_bytes();
+        for (index, byte) in bytes.iter().enumerate() {
+            let ends = matches!(byte, b'.' | b'!' | b'?')
+                && bytes.get(index + 1).is_some_and(u8::is_ascii_whitespace);
+            if ends {
+                pieces.push(&line[start..=index]);
+                start = index + 1;
+            }
+        }
+        pieces.push(&line[start..]);
+    }
+    pieces
+        .into_iter()
+        .map(str::trim)
+        .filter(|sentence| sentence.chars().any(char::is_alphanumeric))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_words_leave_out_short_and_common_words() {
+        let words: Vec<String> = content_words("What causes the tides, and why?").collect();
+        assert_eq!(words, ["cause", "tide"]);
+    }
+
+    #[test]
+    fn sentences_split_at_their_ends_and_at_lines() {
+        let text = "One. Two! Three? 3.5 stays.\nA line\n\n";
+        let all: Vec<&str> = sentences(text).collect();
+        assert_eq!(all, ["One.", "Two!", "Three?", "3.5 stays.", "A line"]);
+    }
+}
