@@ -195,6 +195,18 @@ async fn bad_options_are_422() {
         "unknown_backend",
     )
     .await;
+    let body = expect_error(
+        app.chat(json!({"message": "x", "options": {"backend": "gpt-9"}}))
+            .await,
+        422,
+        "unknown_backend",
+    )
+    .await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("extractive") && message.contains("synthetic"),
+        "the error lists the configured backends: {message}"
+    );
 }
 
 #[tokio::test]

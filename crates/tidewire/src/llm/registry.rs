@@ -13,8 +13,13 @@ const BACKOFF: Duration = Duration::from_millis(200);
 
 /// A request named a backend that is not configured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no backend named {0:?} is configured")]
-pub struct UnknownBackend(pub String);
+#[error("no backend named {name:?} is configured; the configured ones are {}", known.join(", "))]
+pub struct UnknownBackend {
+    /// The name asked for.
+    pub name: String,
+    /// The names there are.
+    pub known: Vec<String>,
+}
 
 /// The configured backends.
 pub struct Backends {
@@ -85,10 +90,10 @@ impl Backends {
     /// The backend for a request: `name` (or the default), then the fallback list.
     pub fn select(&self, name: Option<&str>) -> Result<Arc<dyn Backend>, UnknownBackend> {
         let name = name.unwrap_or(&self.default);
-        let first = self
-            .named
-            .get(name)
-            .ok_or_else(|| UnknownBackend(name.to_owned()))?;
+        let first = self.named.get(name).ok_or_else(|| UnknownBackend {
+            name: name.to_owned(),
+            known: self.named.keys().cloned().collect(),
+        })?;
         let mut chain = vec![Arc::clone(first)];
         for other in self.fallback.iter().filter(|other| *other != name) {
             if let Some(backend) = self.named.get(other) {
