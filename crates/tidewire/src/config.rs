@@ -331,6 +331,9 @@ pub enum BackendKind {
     Synthetic,
     /// The built-in extractive answerer (answers from the retrieved sources).
     Extractive,
+    /// An answer service that returns one JSON document (see `request_body`,
+    /// `answer_path`, `confidence_path`, `sources_path`).
+    Service,
 }
 
 /// One named backend of `[llm.backends.NAME]`.
@@ -358,9 +361,22 @@ pub struct BackendConfig {
     /// Between two pieces of the stream [default: 30s].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Span>,
-    /// For the whole answer [default: 10m].
+    /// For the whole answer [default: 10m; 30s for a `service`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_timeout: Option<Span>,
+    /// For a `service`: the JSON request body, with `{query}` where the question
+    /// goes [default: `{"query": "{query}"}`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// For a `service`: the JSON pointer to the answer text [default: `/response`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_path: Option<String>,
+    /// For a `service`: the JSON pointer to its confidence [default: `/confidence`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_path: Option<String>,
+    /// For a `service`: the JSON pointer to its sources [default: `/sources`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources_path: Option<String>,
 }
 
 /// A credential, kept in a [`SecretString`]: `<redacted>` in every debug print and

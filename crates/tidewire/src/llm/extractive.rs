@@ -4,9 +4,8 @@
 //! the most words with the question (rarer words weigh more), keeps them in the
 //! order of their passages, cites each as `[n]` (the passage's number in the
 //! prompt), and streams the result word by word. When no sentence shares a word
-//! with the question it says so plainly, and when there are no passages it says how
-//! to add documents. Deterministic: the same question and passages give the same
-//! answer.
+//! with the question, or nothing was found, it says so plainly, and how to add
+//! documents. Deterministic: the same question and passages give the same answer.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -21,12 +20,9 @@ use crate::text;
 /// At most this many sentences make an answer.
 const MAX_SENTENCES: usize = 3;
 
-/// What it says when the passages hold nothing about the question.
-pub const NOTHING_FOUND: &str = "I could not find anything about that in the documents I have.";
-
-/// What it says when there are no passages at all.
-pub const NO_DOCUMENTS: &str = "I have no documents to answer from yet. Add some with \
-     `tidewire ingest PATH` (or `POST /api/documents`), or configure a language model.";
+/// What it says when the passages (if any) hold nothing about the question.
+pub const NOTHING_FOUND: &str = "I could not find anything about that in the documents I \
+     have. Add documents with `tidewire ingest PATH`, or configure a language model.";
 
 /// The extractive answerer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,7 +90,7 @@ impl Backend for Extractive {
 /// The answer to `question` from `passages`.
 pub fn compose(question: &str, passages: &[super::Passage]) -> String {
     if passages.is_empty() {
-        return NO_DOCUMENTS.to_owned();
+        return NOTHING_FOUND.to_owned();
     }
     let asked: HashSet<String> = text::content_words(question).collect();
     // Every sentence of every passage, with its passage number.
@@ -198,7 +194,7 @@ mod tests {
     fn nothing_relevant_and_no_documents_are_said_plainly() {
         let passages = [passage("cats.md", "Cats sleep a lot.")];
         assert_eq!(compose("How do volcanoes erupt?", &passages), NOTHING_FOUND);
-        assert_eq!(compose("anything", &[]), NO_DOCUMENTS);
+        assert_eq!(compose("anything", &[]), NOTHING_FOUND);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`Synthetic`]: deterministic text, for demos, tests and benchmarks.
 //! - [`OpenAi`]: any OpenAI-compatible `/chat/completions` server (vLLM, llama.cpp,
 //!   Ollama's `/v1`, hosted APIs), and [`Ollama`]: Ollama's native NDJSON API.
+//! - [`Service`]: an existing answer service that returns one JSON document.
 //! - [`Failover`]: retries a backend and falls back to others, as long as no token
 //!   has reached a client.
 //! - [`Backends`]: the configured backends by name.
@@ -21,6 +22,7 @@ mod http;
 mod ollama;
 mod openai;
 mod registry;
+mod service;
 mod synthetic;
 
 use std::pin::Pin;
@@ -29,12 +31,13 @@ use async_trait::async_trait;
 use futures_util::Stream;
 use tidewire_protocol::Usage;
 
-pub use extractive::Extractive;
+pub use extractive::{Extractive, NOTHING_FOUND};
 pub use failover::Failover;
 pub use http::Timeouts;
 pub use ollama::Ollama;
 pub use openai::OpenAi;
 pub use registry::{Backends, UnknownBackend};
+pub use service::{Service, ServiceShape};
 pub use synthetic::Synthetic;
 
 /// Who wrote a message of the prompt.
@@ -91,6 +94,10 @@ pub enum Chunk {
     Usage(Usage),
     /// Why the model stopped (`stop`, `length`, ...).
     Finish(String),
+    /// Sources the backend answered from (an answer service's own).
+    Sources(Vec<tidewire_protocol::Source>),
+    /// The backend's own confidence in its answer, from 0 to 1.
+    Score(f64),
 }
 
 /// A failure of a backend, before or during a stream.

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Backend, Extractive, Failover, Ollama, OpenAi, Synthetic, Timeouts};
+use super::{
+    Backend, Extractive, Failover, Ollama, OpenAi, Service, ServiceShape, Synthetic, Timeouts,
+};
 use crate::config::{BackendConfig, BackendKind, Config, ExposeSecret};
 
 /// The first retry of a failed upstream request waits this long (then doubles).
@@ -129,5 +131,22 @@ fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, reqwest::Error> {
         BackendKind::Ollama => Arc::new(Ollama::new(url, model, timeouts)?),
         BackendKind::Synthetic => Arc::new(Synthetic),
         BackendKind::Extractive => Arc::new(Extractive),
+        BackendKind::Service => {
+            let defaults = ServiceShape::default();
+            let shape = ServiceShape {
+                // Validated as JSON with the configuration.
+                body: config
+                    .request_body
+                    .as_deref()
+                    .and_then(|body| serde_json::from_str(body).ok())
+                    .unwrap_or(defaults.body),
+                answer: config.answer_path.clone().unwrap_or(defaults.answer),
+                confidence: config.confidence_path.clone().or(defaults.confidence),
+                sources: config.sources_path.clone().or(defaults.sources),
+            };
+            let total = span(config.total_timeout, Duration::from_secs(30));
+            let name = config.model.as_deref().unwrap_or("service");
+            Arc::new(Service::new(name, url, shape, total, timeouts.connect)?)
+        }
     })
 }

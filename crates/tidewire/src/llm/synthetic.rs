@@ -220,7 +220,7 @@ mod tests {
             match chunk.unwrap() {
                 Chunk::Text(text) => tokens.push(text),
                 Chunk::Usage(u) => usage = Some(u),
-                Chunk::Finish(_) => {}
+                Chunk::Finish(_) | Chunk::Sources(_) | Chunk::Score(_) => {}
             }
         }
         (tokens, usage)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tidewire_protocol::{ChatEvent, ErrorEvent, Usage};
+use tidewire_protocol::{ChatEvent, ErrorEvent, QualityScore, Sources, Usage};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,8 @@ pub struct Generated {
     pub finish_reason: Option<String>,
     /// Time from the start of generation to its first token.
     pub first_token: Option<Duration>,
+    /// The backend scored its own answer (an answer service's confidence).
+    pub scored: bool,
 }
 
 /// Generates one answer with `backend`: the `token`s, and an `error` if it failed.
@@ -49,6 +51,7 @@ pub async fn generate(
     let mut reported_usage = None;
     let mut finish_reason = None;
     let mut error = None;
+    let mut scored = false;
 
     let ending = 'generate: {
         let mut stream = tokio::select! {
@@ -83,6 +86,13 @@ pub async fn generate(
                 }
                 Some(Ok(Chunk::Usage(usage))) => reported_usage = Some(usage),
                 Some(Ok(Chunk::Finish(reason))) => finish_reason = Some(reason),
+                Some(Ok(Chunk::Sources(sources))) => {
+                    sink.emit(ChatEvent::Sources(Sources { sources }));
+                }
+                Some(Ok(Chunk::Score(quality_score))) => {
+                    scored = true;
+                    sink.emit(ChatEvent::QualityScore(QualityScore { quality_score }));
+                }
                 Some(Err(failure)) => {
                     error = Some(error_event(failure));
                     break 'generate Ending::Failed;
@@ -104,6 +114,7 @@ pub async fn generate(
         usage_estimated,
         finish_reason,
         first_token,
+        scored,
     }
 }
 

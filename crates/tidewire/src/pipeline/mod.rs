@@ -380,7 +380,9 @@ impl Pipeline {
             }
 
             let answer = generated.as_ref().map_or("", |g| g.text.as_str());
-            if stages.scoring {
+            // A backend that scored its own answer (an answer service) is not scored
+            // again.
+            if stages.scoring && !generated.as_ref().is_some_and(|g| g.scored) {
                 let at = Instant::now();
                 sink.emit(ChatEvent::stage("scoring"));
                 let quality_score =
