@@ -93,6 +93,55 @@ pub struct Config {
     /// Where the front ends' dialects are mounted, and how their streams behave
     /// (TOML only: the `[dialects]` table).
     pub dialects: DialectsConfig,
+    /// Documents and their search (TOML only: the `[documents]` table).
+    pub documents: DocumentsConfig,
+}
+
+/// The `[documents]` table: how documents are cut into chunks, how large an
+/// upload may be, and whether a new data directory starts with tidewire's own
+/// documentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocumentsConfig {
+    /// Longest chunk, in characters.
+    pub chunk_chars: usize,
+    /// How much of a chunk's end the next one repeats, in characters.
+    pub chunk_overlap: usize,
+    /// Largest upload (`POST /api/documents`, the whole request), in bytes; this
+    /// route's body limit instead of `max_body_bytes`.
+    #[serde(with = "bytes")]
+    pub max_upload_bytes: usize,
+    /// On the first start on a new data directory, index tidewire's own
+    /// documentation (README and design notes) into the `default` collection.
+    pub seed_docs: bool,
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        Self {
+            chunk_chars: 1200,
+            chunk_overlap: 200,
+            max_upload_bytes: 16 * 1024 * 1024,
+            seed_docs: true,
+        }
+    }
+}
+
+impl DocumentsConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(100..=100_000).contains(&self.chunk_chars) {
+            return Err("documents.chunk_chars must be from 100 to 100000".into());
+        }
+        if self.chunk_overlap > self.chunk_chars / 2 {
+            return Err(
+                "documents.chunk_overlap must be at most half of documents.chunk_chars".into(),
+            );
+        }
+        if self.max_upload_bytes == 0 {
+            return Err("documents.max_upload_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// The `[dialects]` table: one entry per front end of the seeds.
@@ -223,6 +272,7 @@ impl Default for Config {
             llm_api_key: None,
             llm: LlmConfig::default(),
             dialects: DialectsConfig::default(),
+            documents: DocumentsConfig::default(),
         }
     }
 }
@@ -444,6 +494,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
         self.dialects.validate().map_err(ConfigError::Invalid)?;
+        self.documents.validate().map_err(ConfigError::Invalid)?;
         if self.keepalive.is_zero() {
             return invalid("keepalive must be more than 0");
         }
