@@ -404,6 +404,8 @@ impl Library {
 
     /// Ingests the documentation shipped in the binary, then writes the marker.
     async fn seed(self: Arc<Self>, marker: std::path::PathBuf) {
+        let started = std::time::Instant::now();
+        let mut chunks = 0;
         for doc in seed::DOCS {
             if self.stop.is_cancelled() {
                 return;
@@ -418,17 +420,19 @@ impl Library {
                 )
                 .await;
             match ingested {
-                Ok(outcome) => tracing::debug!(
-                    name = doc.name,
-                    chunks = outcome.chunks,
-                    "documentation indexed"
-                ),
+                Ok(outcome) => chunks += outcome.chunks,
                 Err(error) => {
                     tracing::warn!(name = doc.name, %error, "cannot index the documentation");
                     return;
                 }
             }
         }
+        tracing::info!(
+            documents = seed::DOCS.len(),
+            chunks,
+            elapsed_ms = started.elapsed().as_millis(),
+            "tidewire's documentation indexed into the default collection"
+        );
         let written = Timestamp::now().rfc3339();
         if let Err(error) = tokio::fs::write(&marker, written).await {
             tracing::warn!(%error, path = %marker.display(), "cannot write the seeding marker");
