@@ -210,7 +210,10 @@ impl DialectsConfig {
                 return Err(format!("dialects.{name}.keepalive must be more than 0"));
             }
             let bare = route.path.trim_end_matches('/');
-            if NATIVE.contains(&bare) || bare.starts_with("/api/runs") {
+            if NATIVE.contains(&bare)
+                || bare.starts_with("/api/runs")
+                || bare.starts_with("/api/documents")
+            {
                 return Err(format!(
                     "dialects.{name}.path {} is a route of the native API",
                     route.path
@@ -905,9 +908,40 @@ mod tests {
                 "native API",
             ),
             (
+                "[dialects.ask]\npath = \"/api/documents\"\nkeepalive = 1\ncancel_on_disconnect = 1\n",
+                "native API",
+            ),
+            (
                 "[dialects.ask]\npath = \"ask\"\nkeepalive = 1\ncancel_on_disconnect = 1\n",
                 "must start with /",
             ),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let error = load(Some(&file)).unwrap_err().to_string();
+            assert!(error.contains(complaint), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_documents_table_loads_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("documents.toml");
+        std::fs::write(
+            &file,
+            "[documents]\nchunk_chars = 800\nmax_upload_bytes = \"2 MiB\"\nseed_docs = false\n",
+        )
+        .unwrap();
+        let config = load(Some(&file)).unwrap();
+        assert_eq!(config.documents.chunk_chars, 800);
+        assert_eq!(config.documents.chunk_overlap, 200);
+        assert_eq!(config.documents.max_upload_bytes, 2 * 1024 * 1024);
+        assert!(!config.documents.seed_docs);
+        assert!(Config::default().documents.seed_docs);
+        for (toml, complaint) in [
+            ("[documents]\nchunk_chars = 10\n", "chunk_chars"),
+            ("[documents]\nchunk_overlap = 700\n", "chunk_overlap"),
+            ("[documents]\nmax_upload_bytes = 0\n", "max_upload_bytes"),
+            ("[documents]\nchunk_size = 10\n", "chunk_size"),
         ] {
             std::fs::write(&file, toml).unwrap();
             let error = load(Some(&file)).unwrap_err().to_string();

@@ -159,6 +159,10 @@ async fn every_format_is_ingested_and_questions_find_their_document() {
         ]
     );
     let tides = documents.iter().find(|d| d["name"] == "tides.md").unwrap();
+    let (status, one) = app
+        .get_json(&format!("/api/documents/{}", tides["id"].as_str().unwrap()))
+        .await;
+    assert_eq!((status, &one), (200, tides));
     assert_eq!(tides["source"], "upload");
     assert_eq!(tides["bytes"], TIDES.len());
     assert_eq!(tides["content_hash"].as_str().unwrap().len(), 64);
@@ -610,6 +614,11 @@ async fn client_mistakes_get_their_own_status() {
 
     let (status, body) = app.get_json("/api/documents?collection=").await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get_json("/api/documents/nope").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("document_not_found"))
+    );
     let response = app
         .client
         .delete(app.url("/api/documents/nope"))

@@ -108,14 +108,29 @@ pub async fn list(
 ) -> Result<Json<DocumentList>, ApiError> {
     let Query(query) =
         query.map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
+    // `?collection=` (empty) is every collection, as without it.
+    let collection = query.collection.as_deref().filter(|c| !c.is_empty());
     let documents = state
         .documents
-        .list(query.collection.as_deref())
+        .list(collection)
         .await
         .map_err(library_error)?;
     Ok(Json(DocumentList {
         documents: documents.into_iter().map(Document::from).collect(),
     }))
+}
+
+/// `GET /api/documents/{id}`: one document.
+pub async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Document>, ApiError> {
+    let Path(id) =
+        path.map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
+    match state.documents.get(&id).await.map_err(library_error)? {
+        Some(document) => Ok(Json(document.into())),
+        None => Err(not_found(&id)),
+    }
 }
 
 /// `DELETE /api/documents/{id}`: the document and its chunks.
@@ -128,11 +143,15 @@ pub async fn delete(
     if state.documents.delete(&id).await.map_err(library_error)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(
-            "document_not_found",
-            format!("document {id} does not exist"),
-        ))
+        Err(not_found(&id))
     }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(
+        "document_not_found",
+        format!("document {id} does not exist"),
+    )
 }
 
 /// `POST /api/documents/prune`: deletes the file documents of a collection whose

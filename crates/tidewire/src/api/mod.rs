@@ -94,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/documents/{id}",
-            axum::routing::delete(documents::delete),
+            get(documents::get).delete(documents::delete),
         )
         .route("/healthz", get(healthz))
         .fallback(not_found)
