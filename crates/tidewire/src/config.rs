@@ -95,6 +95,8 @@ pub struct Config {
     pub dialects: DialectsConfig,
     /// The answer pipeline's stages and limits (TOML only: the `[pipeline]` table).
     pub pipeline: PipelineConfig,
+    /// Documents and their search (TOML only: the `[documents]` table).
+    pub documents: DocumentsConfig,
 }
 
 /// The `[pipeline]` table: which stages run, and their limits.
@@ -136,6 +138,36 @@ impl Default for PipelineConfig {
     }
 }
 
+/// The `[documents]` table: how documents are cut into chunks, how large an
+/// upload may be, and whether a new data directory starts with tidewire's own
+/// documentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocumentsConfig {
+    /// Longest chunk, in characters.
+    pub chunk_chars: usize,
+    /// How much of a chunk's end the next one repeats, in characters.
+    pub chunk_overlap: usize,
+    /// Largest upload (`POST /api/documents`, the whole request), in bytes; this
+    /// route's body limit instead of `max_body_bytes`.
+    #[serde(with = "bytes")]
+    pub max_upload_bytes: usize,
+    /// On the first start on a new data directory, index tidewire's own
+    /// documentation (README and design notes) into the `default` collection.
+    pub seed_docs: bool,
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        Self {
+            chunk_chars: 1200,
+            chunk_overlap: 200,
+            max_upload_bytes: 16 * 1024 * 1024,
+            seed_docs: true,
+        }
+    }
+}
+
 impl PipelineConfig {
     /// Generation alone, as before the pipeline had stages: what the engine's tests
     /// and benchmarks measure.
@@ -147,6 +179,23 @@ impl PipelineConfig {
             follow_ups: false,
             ..Self::default()
         }
+    }
+}
+
+impl DocumentsConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(100..=100_000).contains(&self.chunk_chars) {
+            return Err("documents.chunk_chars must be from 100 to 100000".into());
+        }
+        if self.chunk_overlap > self.chunk_chars / 2 {
+            return Err(
+                "documents.chunk_overlap must be at most half of documents.chunk_chars".into(),
+            );
+        }
+        if self.max_upload_bytes == 0 {
+            return Err("documents.max_upload_bytes must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -216,7 +265,10 @@ impl DialectsConfig {
                 return Err(format!("dialects.{name}.keepalive must be more than 0"));
             }
             let bare = route.path.trim_end_matches('/');
-            if NATIVE.contains(&bare) || bare.starts_with("/api/runs") {
+            if NATIVE.contains(&bare)
+                || bare.starts_with("/api/runs")
+                || bare.starts_with("/api/documents")
+            {
                 return Err(format!(
                     "dialects.{name}.path {} is a route of the native API",
                     route.path
@@ -279,6 +331,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             dialects: DialectsConfig::default(),
             pipeline: PipelineConfig::default(),
+            documents: DocumentsConfig::default(),
         }
     }
 }
@@ -519,6 +572,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
         self.dialects.validate().map_err(ConfigError::Invalid)?;
+        self.documents.validate().map_err(ConfigError::Invalid)?;
         if self.keepalive.is_zero() {
             return invalid("keepalive must be more than 0");
         }
@@ -932,9 +986,40 @@ mod tests {
                 "native API",
             ),
             (
+                "[dialects.ask]\npath = \"/api/documents\"\nkeepalive = 1\ncancel_on_disconnect = 1\n",
+                "native API",
+            ),
+            (
                 "[dialects.ask]\npath = \"ask\"\nkeepalive = 1\ncancel_on_disconnect = 1\n",
                 "must start with /",
             ),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let error = load(Some(&file)).unwrap_err().to_string();
+            assert!(error.contains(complaint), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_documents_table_loads_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("documents.toml");
+        std::fs::write(
+            &file,
+            "[documents]\nchunk_chars = 800\nmax_upload_bytes = \"2 MiB\"\nseed_docs = false\n",
+        )
+        .unwrap();
+        let config = load(Some(&file)).unwrap();
+        assert_eq!(config.documents.chunk_chars, 800);
+        assert_eq!(config.documents.chunk_overlap, 200);
+        assert_eq!(config.documents.max_upload_bytes, 2 * 1024 * 1024);
+        assert!(!config.documents.seed_docs);
+        assert!(Config::default().documents.seed_docs);
+        for (toml, complaint) in [
+            ("[documents]\nchunk_chars = 10\n", "chunk_chars"),
+            ("[documents]\nchunk_overlap = 700\n", "chunk_overlap"),
+            ("[documents]\nmax_upload_bytes = 0\n", "max_upload_bytes"),
+            ("[documents]\nchunk_size = 10\n", "chunk_size"),
         ] {
             std::fs::write(&file, toml).unwrap();
             let error = load(Some(&file)).unwrap_err().to_string();

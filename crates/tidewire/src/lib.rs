@@ -33,7 +33,6 @@ pub use config::Config;
 use crate::hub::{Hub, HubConfig};
 use crate::llm::Backends;
 use crate::pipeline::{HistoryLimits, Pipeline, PipelineSettings, Stages};
-use crate::retrieval::NoDocuments;
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// After the drain, how long connections get to close before the server stops
@@ -46,6 +45,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The documents' index could not be opened.
+    #[error(transparent)]
+    Documents(#[from] retrieval::LibraryError),
     /// A model backend could not be set up.
     #[error("cannot set up the model backends: {0}")]
     Backend(String),
@@ -69,11 +71,17 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         Backends::from_config(&config).map_err(|error| ServeError::Backend(error.to_string()))?;
     tracing::info!(default = backends.default_name(), "model backends ready");
     let store: Arc<dyn Store> = Arc::new(store);
+    let documents = retrieval::Library::open(
+        &config.data_dir,
+        Arc::clone(&store),
+        retrieval::LibrarySettings::from(&config.documents),
+    )
+    .await?;
     let stages = &config.pipeline;
     let pipeline = Pipeline::new(
         backends,
         Arc::clone(&store),
-        Arc::new(NoDocuments),
+        Arc::clone(&documents) as Arc<dyn retrieval::Retriever>,
         PipelineSettings {
             stages: Stages {
                 query_analysis: stages.query_analysis,
@@ -111,6 +119,7 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
     Ok(AppState {
         hub,
         store,
+        documents,
         config: Arc::new(config),
     })
 }
@@ -138,6 +147,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let hub = Arc::clone(&state.hub);
+    let documents = Arc::clone(&state.documents);
     let drain_timeout = state.config.drain_timeout;
     let stop_accepting = CancellationToken::new();
     tracing::info!("tidewire listening on http://{}", listener.local_addr()?);
@@ -165,6 +175,8 @@ pub async fn serve(
     stop_accepting.cancel();
     // Every stream ends with its run's `done`; once runs are drained, connections close.
     hub.drain(drain_timeout).await;
+    // Seeding may still run; it must not hold the data directory past the stop.
+    documents.close().await;
     match tokio::time::timeout(CLOSE_GRACE, &mut server).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => return Err(ServeError::Io(std::io::Error::other(join))),

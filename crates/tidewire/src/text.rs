@@ -1,5 +1,12 @@
 //! Plain-text helpers shared by the offline answerer and the pipeline's scoring:
-//! sentences, and the words that carry meaning.
+//! sentences, and the words that carry meaning, stemmed (Snowball's English
+//! stemmer, so `causes`, `caused` and `cause` are one word).
+
+use std::sync::LazyLock;
+
+use rust_stemmers::{Algorithm, Stemmer};
+
+static ENGLISH: LazyLock<Stemmer> = LazyLock::new(|| Stemmer::create(Algorithm::English));
 
 /// Short, frequent English words that say nothing about a topic.
 const STOPWORDS: &[&str] = &[
@@ -14,20 +21,14 @@ const STOPWORDS: &[&str] = &[
     "you", "your", "yours", "tell", "please", "explain", "describe",
 ];
 
-/// The lowercase words of `text` of three letters or more that are not stopwords,
-/// with a plural `s` removed (so `tides` meets `tide`).
+/// The stems of the lowercase words of `text` of three letters or more that are
+/// not stopwords.
 pub fn content_words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|word| word.chars().count() >= 3)
         .map(str::to_lowercase)
         .filter(|word| !STOPWORDS.contains(&word.as_str()))
-        .map(|word| {
-            if word.len() > 3 && word.ends_with('s') && !word.ends_with("ss") {
-                word[..word.len() - 1].to_owned()
-            } else {
-                word
-            }
-        })
+        .map(|word| ENGLISH.stem(&word).into_owned())
 }
 
 /// The sentences of `text`: split after `.`, `!` or `?` followed by white space,
@@ -60,7 +61,9 @@ mod tests {
     #[test]
     fn content_words_leave_out_short_and_common_words() {
         let words: Vec<String> = content_words("What causes the tides, and why?").collect();
-        assert_eq!(words, ["cause", "tide"]);
+        assert_eq!(words, ["caus", "tide"]);
+        let caused: Vec<String> = content_words("caused cause tide").collect();
+        assert_eq!(caused, ["caus", "caus", "tide"]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod ingest;
 mod serve;
 mod sse;
 
@@ -24,6 +25,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Asks a question and streams the answer (interactive without a question).
     Chat(chat::ChatArgs),
+    /// Sends files and folders (Markdown, text, HTML, PDF) to a running server's
+    /// documents, for its answers to draw on.
+    Ingest(ingest::IngestArgs),
     /// Load generator: streams against any SSE URL, with the server's CPU and memory.
     Bench(bench::BenchArgs),
     /// Prints the effective configuration as TOML, after file, environment and flags.
@@ -41,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(&args),
         Command::Config(args) => serve::print_config(&args),
         Command::Chat(args) => chat::chat(args),
+        Command::Ingest(args) => ingest::ingest(args),
         Command::Bench(args) => bench::bench(args),
         Command::Sse(command) => sse::run(command),
     };

@@ -7,6 +7,7 @@
 mod chat;
 mod conversations;
 pub mod dialect;
+mod documents;
 mod error;
 pub mod native;
 mod runs;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The conversations.
     pub store: Arc<dyn Store>,
+    /// The documents and their search.
+    pub documents: Arc<crate::retrieval::Library>,
     /// The configuration.
     pub config: Arc<Config>,
 }
@@ -51,6 +54,9 @@ impl AppState {
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    // Documents are larger than chat requests: their routes have their own limit
+    // (the innermost `DefaultBodyLimit` is the one that applies).
+    let upload_limit = state.config.documents.max_upload_bytes;
     // The seeds' front ends run in browsers, several on another origin than the
     // API (002 posts to http://localhost:8000 from its dev server, 003 to
     // 127.0.0.1:8000): their routes answer CORS preflights. No credentials are
@@ -75,6 +81,20 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/conversations/{id}/messages",
             get(conversations::messages),
+        )
+        .route(
+            "/api/documents",
+            get(documents::list)
+                .post(documents::upload)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/api/documents/prune",
+            post(documents::prune).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/api/documents/{id}",
+            get(documents::get).delete(documents::delete),
         )
         .route("/healthz", get(healthz))
         .fallback(not_found)

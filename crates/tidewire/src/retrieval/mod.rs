@@ -3,11 +3,26 @@
 //!
 //! The pipeline sees only [`Retriever`]: a search over a scope (a collection, and
 //! optionally some of its documents) that returns the best chunks with a score.
+//!
+//! [`Library`] is the documents service behind it: [`parse`] reads a document into
+//! blocks, [`chunk`] cuts them along their headings, [`index`] keeps the chunks in
+//! tantivy, the store keeps a record per document, and [`seed`] holds tidewire's
+//! own documentation for a new data directory.
+
+pub mod chunk;
+pub mod index;
+mod ingest;
+mod library;
+pub mod parse;
+pub mod seed;
 
 use async_trait::async_trait;
 
 /// The collection of requests that name none.
 pub const DEFAULT_COLLECTION: &str = "default";
+pub use chunk::{Chunk, ChunkSettings};
+pub use library::{IngestOutcome, IngestStatus, Library, LibraryError, LibrarySettings, Upload};
+pub use parse::{Block, Format, ParseError};
 
 /// Where to search.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]

@@ -1,6 +1,6 @@
-//! The store: conversations and their messages, behind the [`Store`] trait so the hub
-//! and the API never know which database holds them. [`SqliteStore`] is the embedded
-//! default.
+//! The store: conversations and their messages, and the records of the documents
+//! of the retrieval index, behind the [`Store`] trait so the hub and the API never
+//! know which database holds them. [`SqliteStore`] is the embedded default.
 
 mod sqlite;
 
@@ -182,7 +182,70 @@ pub struct PartialAnswer {
     pub text: String,
 }
 
-/// Conversations and messages, durable.
+/// The source of documents uploaded without a file path.
+pub const UPLOAD_SOURCE: &str = "upload";
+
+/// A stored document of the retrieval index (its chunks live in the index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentRecord {
+    /// Its id (also the prefix of its chunks' ids).
+    pub id: String,
+    /// Its collection.
+    pub collection: String,
+    /// Its name: a file name, or the name it was uploaded with.
+    pub name: String,
+    /// The absolute path it was read from, or [`UPLOAD_SOURCE`].
+    pub source: String,
+    /// Its format: `markdown`, `text`, `html` or `pdf`.
+    pub format: String,
+    /// SHA-256 of its bytes, in hex.
+    pub content_hash: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How many chunks it has in the index.
+    pub chunks: u64,
+    /// When it was first ingested.
+    pub created_at: Timestamp,
+    /// When its content last changed.
+    pub updated_at: Timestamp,
+}
+
+/// What makes a document the same document when it is ingested again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DocumentKey {
+    /// A file (or another named source): its collection and source.
+    Source {
+        /// The collection.
+        collection: String,
+        /// The source.
+        source: String,
+    },
+    /// An upload without a source: its collection and name.
+    Upload {
+        /// The collection.
+        collection: String,
+        /// The name.
+        name: String,
+    },
+}
+
+impl DocumentKey {
+    /// The key of a document from `source` (`None` for an upload) named `name`.
+    pub fn new(collection: &str, source: Option<&str>, name: &str) -> Self {
+        match source {
+            Some(source) if source != UPLOAD_SOURCE => Self::Source {
+                collection: collection.to_owned(),
+                source: source.to_owned(),
+            },
+            _ => Self::Upload {
+                collection: collection.to_owned(),
+                name: name.to_owned(),
+            },
+        }
+    }
+}
+
+/// Conversations, messages and document records, durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores the user message and a `streaming` answer in one transaction, creating
@@ -211,6 +274,21 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError>;
     /// The answer a run wrote, if any.
     async fn message_by_run(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError>;
+    /// The document stored under `key`, if any.
+    async fn find_document(&self, key: &DocumentKey) -> Result<Option<DocumentRecord>, StoreError>;
+    /// The document with this id, if any.
+    async fn get_document(&self, id: &str) -> Result<Option<DocumentRecord>, StoreError>;
+    /// The documents of `collection` (of every collection when `None`), by
+    /// collection and name.
+    async fn list_documents(
+        &self,
+        collection: Option<&str>,
+    ) -> Result<Vec<DocumentRecord>, StoreError>;
+    /// Stores a document record, replacing the one with its id (whose creation
+    /// time is kept).
+    async fn put_document(&self, document: DocumentRecord) -> Result<(), StoreError>;
+    /// Deletes these documents; returns how many existed.
+    async fn delete_documents(&self, ids: Vec<String>) -> Result<u64, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -46,6 +46,82 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_on(config, data_dir).await
 }
 
+/// The server with a configuration adjusted by `adjust`, and its state (for what
+/// has no route, such as the documents' search).
+pub async fn spawn_app_and_state(
+    adjust: impl FnOnce(&mut Config),
+) -> (TestApp, tidewire::AppState) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: data_dir.path().to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    adjust(&mut config);
+    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = tidewire::open(config).await.unwrap();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(tidewire::serve(listener, state.clone(), async {
+        let _ = rx.await;
+    }));
+    let app = TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        data_dir,
+        shutdown: Some(tx),
+        handle,
+    };
+    (app, state)
+}
+
+/// A one-page PDF (hand-written, offsets computed) showing `lines` in Helvetica.
+pub fn pdf_with_text(lines: &[&str]) -> Vec<u8> {
+    let mut content = String::from("BT /F1 12 Tf 14 TL 72 720 Td");
+    for line in lines {
+        let escaped = line
+            .replace('\\', "\\\\")
+            .replace('(', "\\(")
+            .replace(')', "\\)");
+        content.push_str(&format!(" ({escaped}) Tj T*"));
+    }
+    content.push_str(" ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+         /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>"
+            .to_owned(),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
 /// The server on an existing data directory.
 pub async fn spawn_on(mut config: Config, data_dir: TempDir) -> TestApp {
     config.addr = "127.0.0.1:0".parse().unwrap();

@@ -15,7 +15,8 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{
-    FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis, title_of,
+    DocumentRecord, FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis,
+    title_of,
 };
 
 /// Most writes committed in one transaction (a turn binds 16 values: far under
@@ -33,6 +34,8 @@ pub(super) enum Op {
     Finish(FinishedMessage),
     InterruptStreaming,
     DeleteConversation(String),
+    PutDocument(DocumentRecord),
+    DeleteDocuments(Vec<String>),
 }
 
 /// What a write returns.
@@ -145,7 +148,10 @@ async fn apply_all(
     for (index, op) in ops.iter().enumerate() {
         match op {
             Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => run.push(index),
-            Op::InterruptStreaming | Op::DeleteConversation(_) => {
+            Op::InterruptStreaming
+            | Op::DeleteConversation(_)
+            | Op::PutDocument(_)
+            | Op::DeleteDocuments(_) => {
                 apply_run(conn, ops, &run, &mut outcomes).await?;
                 run.clear();
                 outcomes[index] = Some(Ok(apply_alone(conn, op).await?));
@@ -177,7 +183,10 @@ async fn apply_run(
             Op::StartTurn(turn) => turns.push((index, turn)),
             Op::Flush(partial) => answers.extend(partial),
             Op::Finish(message) => finishes.push(message),
-            Op::InterruptStreaming | Op::DeleteConversation(_) => {}
+            Op::InterruptStreaming
+            | Op::DeleteConversation(_)
+            | Op::PutDocument(_)
+            | Op::DeleteDocuments(_) => {}
         }
     }
     start_turns(conn, &turns, now, outcomes).await?;
@@ -420,6 +429,8 @@ async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sq
                 .execute(&mut *conn)
                 .await?
         }
+        Op::PutDocument(document) => put_document(conn, document, now).await?,
+        Op::DeleteDocuments(ids) => return delete_documents(conn, ids).await,
         Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => return Ok(Outcome::Rows(0)),
     };
     Ok(Outcome::Rows(rows.rows_affected()))
@@ -430,6 +441,54 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> Option<String> {
     (!items.is_empty())
         .then(|| serde_json::to_string(items).ok())
         .flatten()
+}
+
+/// Inserts a document record or replaces the one with its id, keeping when it was
+/// created.
+async fn put_document(
+    conn: &mut SqliteConnection,
+    document: &DocumentRecord,
+    now: i64,
+) -> Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO documents \
+         (id, collection, name, source, format, content_hash, bytes, chunks, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET collection = excluded.collection, name = excluded.name, \
+         source = excluded.source, format = excluded.format, content_hash = excluded.content_hash, \
+         bytes = excluded.bytes, chunks = excluded.chunks, updated_at = excluded.updated_at",
+    )
+    .bind(&document.id)
+    .bind(&document.collection)
+    .bind(&document.name)
+    .bind(&document.source)
+    .bind(&document.format)
+    .bind(&document.content_hash)
+    .bind(to_i64(document.bytes))
+    .bind(to_i64(document.chunks))
+    .bind(document.created_at.0.min(now))
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+}
+
+/// Deletes documents by id, a bounded number of ids per statement.
+async fn delete_documents(
+    conn: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<Outcome, sqlx::Error> {
+    const IDS_PER_STATEMENT: usize = 500;
+    let mut deleted = 0;
+    for ids in ids.chunks(IDS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM documents WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        query.push(")");
+        deleted += query.build().execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(Outcome::Rows(deleted))
 }
 
 fn to_i64(n: u64) -> i64 {
