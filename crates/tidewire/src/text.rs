@@ -31,27 +31,27 @@ pub fn content_words(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(|word| ENGLISH.stem(&word).into_owned())
 }
 
-/// The sentences of `text`: split after `.`, `!` or `?` followed by white space,
-/// and at line breaks; empty ones left out.
-pub fn sentences(text: &str) -> impl Iterator<Item = &str> {
-    let mut pieces = Vec::new();
-    for line in text.split('\n') {
+/// The sentences of `text`: its paragraphs (split at blank lines, their lines
+/// joined, as hard-wrapped Markdown wants), each split after `.`, `!` or `?`
+/// followed by white space; empty ones left out.
+pub fn sentences(text: &str) -> Vec<String> {
+    let mut sentences = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let paragraph = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+        let bytes = paragraph.as_bytes();
         let mut start = 0;
-        let bytes = line.as_bytes();
         for (index, byte) in bytes.iter().enumerate() {
             let ends = matches!(byte, b'.' | b'!' | b'?')
                 && bytes.get(index + 1).is_some_and(u8::is_ascii_whitespace);
             if ends {
-                pieces.push(&line[start..=index]);
+                sentences.push(paragraph[start..=index].trim().to_owned());
                 start = index + 1;
             }
         }
-        pieces.push(&line[start..]);
+        sentences.push(paragraph[start..].trim().to_owned());
     }
-    pieces
-        .into_iter()
-        .map(str::trim)
-        .filter(|sentence| sentence.chars().any(char::is_alphanumeric))
+    sentences.retain(|sentence| sentence.chars().any(char::is_alphanumeric));
+    sentences
 }
 
 #[cfg(test)]
@@ -67,9 +67,11 @@ mod tests {
     }
 
     #[test]
-    fn sentences_split_at_their_ends_and_at_lines() {
-        let text = "One. Two! Three? 3.5 stays.\nA line\n\n";
-        let all: Vec<&str> = sentences(text).collect();
-        assert_eq!(all, ["One.", "Two!", "Three?", "3.5 stays.", "A line"]);
+    fn sentences_split_at_their_ends_and_paragraphs_join_their_lines() {
+        let text = "One. Two! Three? 3.5 stays.\n\nA line\nwrapped.\n\n";
+        assert_eq!(
+            sentences(text),
+            ["One.", "Two!", "Three?", "3.5 stays.", "A line wrapped."]
+        );
     }
 }

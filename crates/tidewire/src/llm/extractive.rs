@@ -93,11 +93,16 @@ pub fn compose(question: &str, passages: &[super::Passage]) -> String {
         return NOTHING_FOUND.to_owned();
     }
     let asked: HashSet<String> = text::content_words(question).collect();
-    // Every sentence of every passage, with its passage number.
-    let sentences: Vec<(usize, &str)> = passages
+    // Every sentence of prose of every passage, with its passage number.
+    let sentences: Vec<(usize, String)> = passages
         .iter()
         .enumerate()
-        .flat_map(|(n, passage)| text::sentences(&passage.text).map(move |s| (n, s)))
+        .flat_map(|(n, passage)| {
+            text::sentences(&passage.text)
+                .into_iter()
+                .map(move |s| (n, s))
+        })
+        .filter(|(_, sentence)| is_prose(sentence))
         .collect();
     // How many sentences hold each word: rare words tell more.
     let mut holding: HashMap<String, usize> = HashMap::new();
@@ -136,11 +141,25 @@ pub fn compose(question: &str, passages: &[super::Passage]) -> String {
     chosen
         .iter()
         .map(|&index| {
-            let (passage, sentence) = sentences[index];
+            let (passage, sentence) = &sentences[index];
             format!("{} [{}]", sentence.trim(), passage + 1)
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Whether a sentence reads as prose: a few words, mostly letters, and not a table
+/// row, a heading, a list of settings or a line of code.
+fn is_prose(sentence: &str) -> bool {
+    let words = sentence.split_whitespace().count();
+    let letters = sentence.chars().filter(|c| c.is_alphabetic()).count();
+    let symbols = sentence
+        .chars()
+        .filter(|c| matches!(c, '|' | '=' | '{' | '}' | '<' | '>' | '`' | '#' | '$'))
+        .count();
+    let code =
+        sentence.starts_with(['#', '$', '`', '-', '*', '>']) || sentence.contains(['|', '=', '`']);
+    words >= 4 && letters * 2 >= sentence.chars().count() && symbols <= 2 && !code
 }
 
 /// The words of `text`, each with the space before it (the first without), so they
@@ -195,6 +214,16 @@ mod tests {
         let passages = [passage("cats.md", "Cats sleep a lot.")];
         assert_eq!(compose("How do volcanoes erupt?", &passages), NOTHING_FOUND);
         assert_eq!(compose("anything", &[]), NOTHING_FOUND);
+    }
+
+    #[test]
+    fn tables_headings_and_code_are_not_answers() {
+        assert!(is_prose("Tides are caused by the Moon's gravity."));
+        assert!(!is_prose("crates/tidewire-client | the async client"));
+        assert!(!is_prose(
+            "cancel_on_disconnect = \"3s\" # \"off\" lets runs finish"
+        ));
+        assert!(!is_prose("Tides"));
     }
 
     #[test]

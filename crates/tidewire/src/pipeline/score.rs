@@ -19,7 +19,7 @@ pub fn quality_score<'a>(answer: &str, sources: impl IntoIterator<Item = &'a str
     let mut total = 0.0;
     let mut counted = 0u32;
     for sentence in text::sentences(answer) {
-        let words: HashSet<String> = text::content_words(&strip_citations(sentence)).collect();
+        let words: HashSet<String> = text::content_words(&strip_citations(&sentence)).collect();
         if words.is_empty() {
             continue;
         }
