@@ -99,6 +99,11 @@ async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         ProgressBar::hidden()
     };
     let report = |bar: &ProgressBar, path: &Path, why: &str| {
+        // The server names the file too; the path says it already.
+        let name = path.file_name().map(|name| name.to_string_lossy());
+        let why = name
+            .and_then(|name| why.strip_prefix(&format!("{name}: ")))
+            .unwrap_or(why);
         let line = format!("tidewire: {}: {why}", path.display());
         if bar.is_hidden() {
             eprintln!("{line}");
