@@ -470,3 +470,6 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|error| LibraryError::Index(IndexError::Task(error.to_string())))
 }
+
+#[cfg(test)]
+mod tests;
