@@ -1,6 +1,8 @@
 //! `tidewire ingest`: sends files to a running server's `POST /api/documents`
-//! (the server owns the index), one file per request, so a file that cannot be
-//! read or parsed is reported and skipped without stopping the rest.
+//! (the server owns the index), in batches of a few dozen files (one index commit
+//! per request, which is most of an ingest's time). The server takes a batch whole
+//! or not at all, so a refused batch is sent again file by file: a file that
+//! cannot be read or parsed is reported and skipped without stopping the rest.
 //!
 //! Folders are walked (hidden entries such as `.git` are skipped, symbolic links
 //! followed); `.md`, `.markdown`, `.txt`, `.html`, `.htm` and `.pdf` files are
@@ -26,6 +28,13 @@ const EXTENSIONS: [&str; 6] = ["md", "markdown", "txt", "html", "htm", "pdf"];
 
 /// Files larger than this are not read (the server's limit is far lower).
 const MAX_FILE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Most files in one request.
+const BATCH_FILES: usize = 32;
+
+/// Most bytes of files in one request (under the server's default limit of
+/// 16 MiB; a batch the server refuses is sent again file by file).
+const BATCH_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Options of `tidewire ingest`.
 #[derive(Debug, Args)]
@@ -90,6 +99,11 @@ async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         ProgressBar::hidden()
     };
     let report = |bar: &ProgressBar, path: &Path, why: &str| {
+        // The server names the file too; the path says it already.
+        let name = path.file_name().map(|name| name.to_string_lossy());
+        let why = name
+            .and_then(|name| why.strip_prefix(&format!("{name}: ")))
+            .unwrap_or(why);
         let line = format!("tidewire: {}: {why}", path.display());
         if bar.is_hidden() {
             eprintln!("{line}");
@@ -102,31 +116,64 @@ async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     }
     tally.failed += found.unreadable.len();
 
-    for path in &found.files {
-        bar.set_message(path.display().to_string());
-        tally.files += 1;
-        match send(&client, &base, &args.collection, path).await {
-            Ok(response) => {
-                for document in response.documents {
-                    match document.status {
-                        IngestStatus::Added => tally.added += 1,
-                        IngestStatus::Replaced => tally.replaced += 1,
-                        IngestStatus::Unchanged => tally.unchanged += 1,
-                    }
-                    tally.chunks += document.chunks;
-                    tally.bytes += document.bytes;
+    for batch in batches(&found.files) {
+        // Read the batch; a file that cannot be read fails alone.
+        let mut loaded = Vec::with_capacity(batch.len());
+        for path in batch {
+            tally.files += 1;
+            match read(path).await {
+                Ok(bytes) => loaded.push((path.as_path(), bytes)),
+                Err(why) => {
+                    tally.failed += 1;
+                    report(&bar, path, &why);
+                    bar.inc(1);
                 }
             }
-            Err(Failure::File(why)) => {
-                tally.failed += 1;
-                report(&bar, path, &why);
-            }
-            Err(Failure::Server(error)) => {
-                bar.abandon();
-                return Err(error);
-            }
         }
-        bar.inc(1);
+        if let Some((path, _)) = loaded.first() {
+            bar.set_message(path.display().to_string());
+        }
+        let sent = send(&client, &base, &args.collection, &loaded).await;
+        // A refused batch (a file that cannot be parsed fails all of it) is sent
+        // again file by file, to ingest the others and name the one at fault.
+        let results = match sent {
+            Err(Failure::File(_)) if loaded.len() > 1 => {
+                let mut results = Vec::with_capacity(loaded.len());
+                for one in &loaded {
+                    let result =
+                        send(&client, &base, &args.collection, std::slice::from_ref(one)).await;
+                    results.push((vec![one.0], result));
+                }
+                results
+            }
+            result => vec![(loaded.iter().map(|(path, _)| *path).collect(), result)],
+        };
+        for (paths, result) in results {
+            match result {
+                Ok(response) => {
+                    for document in response.documents {
+                        match document.status {
+                            IngestStatus::Added => tally.added += 1,
+                            IngestStatus::Replaced => tally.replaced += 1,
+                            IngestStatus::Unchanged => tally.unchanged += 1,
+                        }
+                        tally.chunks += document.chunks;
+                        tally.bytes += document.bytes;
+                    }
+                }
+                Err(Failure::File(why)) => {
+                    tally.failed += paths.len();
+                    for path in &paths {
+                        report(&bar, path, &why);
+                    }
+                }
+                Err(Failure::Server(error)) => {
+                    bar.abandon();
+                    return Err(error);
+                }
+            }
+            bar.inc(paths.len() as u64);
+        }
     }
     bar.finish_and_clear();
 
@@ -230,35 +277,64 @@ enum Failure {
     Server(anyhow::Error),
 }
 
+/// The files in requests of at most [`BATCH_FILES`] files and [`BATCH_BYTES`]
+/// bytes (a larger file goes alone): one index commit per request, not per file.
+fn batches(files: &[PathBuf]) -> Vec<&[PathBuf]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, file) in files.iter().enumerate() {
+        let size = std::fs::metadata(file).map_or(0, |metadata| metadata.len());
+        if i > start && (i - start == BATCH_FILES || bytes + size > BATCH_BYTES) {
+            batches.push(&files[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < files.len() {
+        batches.push(&files[start..]);
+    }
+    batches
+}
+
+async fn read(path: &Path) -> Result<Vec<u8>, String> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|error| error.to_string())?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(format!("{} is too large to send", HumanBytes(size)));
+    }
+    tokio::fs::read(path)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// One request with these files, each with its path as its source.
 async fn send(
     client: &reqwest::Client,
     base: &str,
     collection: &str,
-    path: &Path,
+    files: &[(&Path, Vec<u8>)],
 ) -> Result<IngestResponse, Failure> {
-    let size = std::fs::metadata(path)
-        .map_err(|error| Failure::File(error.to_string()))?
-        .len();
-    if size > MAX_FILE_BYTES {
-        return Err(Failure::File(format!(
-            "{} is too large to send",
-            HumanBytes(size)
-        )));
+    if files.is_empty() {
+        return Ok(IngestResponse {
+            documents: Vec::new(),
+        });
     }
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|error| Failure::File(error.to_string()))?;
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| text(path));
-    let form = reqwest::multipart::Form::new()
-        .text("collection", collection.to_owned())
-        .text("source", text(path))
-        .part(
+    let mut form = reqwest::multipart::Form::new().text("collection", collection.to_owned());
+    for (path, bytes) in files {
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| text(path));
+        // A `source` field goes with the `file` part after it.
+        form = form.text("source", text(path)).part(
             "file",
-            reqwest::multipart::Part::bytes(bytes).file_name(name),
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name),
         );
+    }
     let response = client
         .post(format!("{base}/api/documents"))
         .multipart(form)

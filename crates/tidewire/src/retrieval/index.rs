@@ -23,6 +23,9 @@ use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, T
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use super::chunk::Chunk;
@@ -30,6 +33,9 @@ use super::{Hit, Scope};
 
 /// Memory the writer may fill before it writes a segment.
 const WRITER_MEMORY: usize = 32 * 1024 * 1024;
+
+/// The analyzer of text and headings (its name is stored in the index schema).
+const TOKENIZER: &str = "en_words";
 
 /// The most hits one search returns, whatever it asks for.
 pub const MAX_LIMIT: usize = 1000;
@@ -104,12 +110,27 @@ impl std::fmt::Debug for ChunkIndex {
     }
 }
 
+/// Words, lowercased, without English stop words (a question's "how do I" would
+/// otherwise rank FAQ headings first), stemmed (a question about "tides" finds
+/// a passage on the "tide").
+fn analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop_words) => builder
+            .filter(stop_words)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
+}
+
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    // English stemming: a question about "tides" finds a passage on the "tide".
     let text = TextOptions::default().set_stored().set_indexing_options(
         TextFieldIndexing::default()
-            .set_tokenizer("en_stem")
+            .set_tokenizer(TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
@@ -137,6 +158,8 @@ impl ChunkIndex {
         let created = !Index::exists(&directory).map_err(|error| failed(error.to_string()))?;
         let (schema, fields) = schema();
         let index = Index::open_or_create(directory, schema)?;
+        // Analyzers are not stored with the index: registered at every open.
+        index.tokenizers().register(TOKENIZER, analyzer());
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
         let reader = index
             .reader_builder()

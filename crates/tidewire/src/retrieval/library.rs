@@ -402,37 +402,35 @@ impl Library {
         Ok(())
     }
 
-    /// Ingests the documentation shipped in the binary, then writes the marker.
+    /// Ingests the documentation shipped in the binary (one batch, one commit),
+    /// then writes the marker.
     async fn seed(self: Arc<Self>, marker: std::path::PathBuf) {
+        if self.stop.is_cancelled() {
+            return;
+        }
         let started = std::time::Instant::now();
-        let mut chunks = 0;
-        for doc in seed::DOCS {
-            if self.stop.is_cancelled() {
+        let uploads = seed::DOCS
+            .iter()
+            .map(|doc| Upload {
+                name: doc.name.to_owned(),
+                source: Some(doc.source.to_owned()),
+                bytes: doc.text.as_bytes().to_vec(),
+                format: seed::FORMAT,
+                collection: seed::COLLECTION.to_owned(),
+            })
+            .collect();
+        match self.ingest_many(uploads).await {
+            Ok(outcomes) => tracing::info!(
+                documents = outcomes.len(),
+                chunks = outcomes.iter().map(|outcome| outcome.chunks).sum::<u64>(),
+                elapsed_ms = started.elapsed().as_millis(),
+                "tidewire's documentation indexed into the default collection"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "cannot index tidewire's documentation");
                 return;
             }
-            let ingested = self
-                .ingest(
-                    doc.name,
-                    Some(doc.source),
-                    doc.text.as_bytes().to_vec(),
-                    seed::FORMAT,
-                    seed::COLLECTION,
-                )
-                .await;
-            match ingested {
-                Ok(outcome) => chunks += outcome.chunks,
-                Err(error) => {
-                    tracing::warn!(name = doc.name, %error, "cannot index the documentation");
-                    return;
-                }
-            }
         }
-        tracing::info!(
-            documents = seed::DOCS.len(),
-            chunks,
-            elapsed_ms = started.elapsed().as_millis(),
-            "tidewire's documentation indexed into the default collection"
-        );
         let written = Timestamp::now().rfc3339();
         if let Err(error) = tokio::fs::write(&marker, written).await {
             tracing::warn!(%error, path = %marker.display(), "cannot write the seeding marker");
@@ -470,3 +468,6 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|error| LibraryError::Index(IndexError::Task(error.to_string())))
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,6 +25,7 @@ use super::{
     PartialAnswer, Store, StoreError, Timestamp, Turn,
 };
 
+mod documents;
 mod writer;
 
 use writer::{Job, Op, Outcome};
@@ -161,42 +162,6 @@ struct MessageRow {
     updated_at: i64,
 }
 
-#[derive(FromRow)]
-struct DocumentRow {
-    id: String,
-    collection: String,
-    name: String,
-    source: String,
-    format: String,
-    content_hash: String,
-    bytes: i64,
-    chunks: i64,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<DocumentRow> for DocumentRecord {
-    fn from(row: DocumentRow) -> Self {
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        Self {
-            id: row.id,
-            collection: row.collection,
-            name: row.name,
-            source: row.source,
-            format: row.format,
-            content_hash: row.content_hash,
-            bytes: count(row.bytes),
-            chunks: count(row.chunks),
-            created_at: Timestamp(row.created_at),
-            updated_at: Timestamp(row.updated_at),
-        }
-    }
-}
-
-/// The columns of a document record.
-const DOCUMENT_COLUMNS: &str = "id, collection, name, source, format, content_hash, bytes, chunks, \
-                                created_at, updated_at";
-
 impl From<ConversationRow> for ConversationRecord {
     fn from(row: ConversationRow) -> Self {
         Self {
@@ -331,49 +296,18 @@ impl Store for SqliteStore {
     }
 
     async fn find_document(&self, key: &DocumentKey) -> Result<Option<DocumentRecord>, StoreError> {
-        let (filter, collection, value) = match key {
-            DocumentKey::Source { collection, source } => (
-                "collection = ? AND source = ? AND source <> 'upload'",
-                collection,
-                source,
-            ),
-            DocumentKey::Upload { collection, name } => (
-                "collection = ? AND name = ? AND source = 'upload'",
-                collection,
-                name,
-            ),
-        };
-        let sql = format!("SELECT {DOCUMENT_COLUMNS} FROM documents WHERE {filter}");
-        let row: Option<DocumentRow> = sqlx::query_as(&sql)
-            .bind(collection)
-            .bind(value)
-            .fetch_optional(&self.reads)
-            .await?;
-        Ok(row.map(DocumentRecord::from))
+        Ok(documents::find(&self.reads, key).await?)
     }
 
     async fn get_document(&self, id: &str) -> Result<Option<DocumentRecord>, StoreError> {
-        let row: Option<DocumentRow> = sqlx::query_as(&format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.reads)
-        .await?;
-        Ok(row.map(DocumentRecord::from))
+        Ok(documents::get(&self.reads, id).await?)
     }
 
     async fn list_documents(
         &self,
         collection: Option<&str>,
     ) -> Result<Vec<DocumentRecord>, StoreError> {
-        let rows: Vec<DocumentRow> = sqlx::query_as(&format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents \
-             WHERE ?1 IS NULL OR collection = ?1 ORDER BY collection, name, id"
-        ))
-        .bind(collection)
-        .fetch_all(&self.reads)
-        .await?;
-        Ok(rows.into_iter().map(DocumentRecord::from).collect())
+        Ok(documents::list(&self.reads, collection).await?)
     }
 
     async fn put_document(&self, document: DocumentRecord) -> Result<(), StoreError> {

@@ -15,8 +15,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{
-    DocumentRecord, FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis,
-    title_of,
+    FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis, title_of,
 };
 
 /// Most writes committed in one transaction (a turn binds 16 values: far under
@@ -34,7 +33,7 @@ pub(super) enum Op {
     Finish(FinishedMessage),
     InterruptStreaming,
     DeleteConversation(String),
-    PutDocument(DocumentRecord),
+    PutDocument(crate::store::DocumentRecord),
     DeleteDocuments(Vec<String>),
 }
 
@@ -429,8 +428,10 @@ async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sq
                 .execute(&mut *conn)
                 .await?
         }
-        Op::PutDocument(document) => put_document(conn, document, now).await?,
-        Op::DeleteDocuments(ids) => return delete_documents(conn, ids).await,
+        Op::PutDocument(document) => super::documents::put(conn, document, now).await?,
+        Op::DeleteDocuments(ids) => {
+            return Ok(Outcome::Rows(super::documents::delete(conn, ids).await?));
+        }
         Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => return Ok(Outcome::Rows(0)),
     };
     Ok(Outcome::Rows(rows.rows_affected()))
@@ -443,54 +444,6 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> Option<String> {
         .flatten()
 }
 
-/// Inserts a document record or replaces the one with its id, keeping when it was
-/// created.
-async fn put_document(
-    conn: &mut SqliteConnection,
-    document: &DocumentRecord,
-    now: i64,
-) -> Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO documents \
-         (id, collection, name, source, format, content_hash, bytes, chunks, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (id) DO UPDATE SET collection = excluded.collection, name = excluded.name, \
-         source = excluded.source, format = excluded.format, content_hash = excluded.content_hash, \
-         bytes = excluded.bytes, chunks = excluded.chunks, updated_at = excluded.updated_at",
-    )
-    .bind(&document.id)
-    .bind(&document.collection)
-    .bind(&document.name)
-    .bind(&document.source)
-    .bind(&document.format)
-    .bind(&document.content_hash)
-    .bind(to_i64(document.bytes))
-    .bind(to_i64(document.chunks))
-    .bind(document.created_at.0.min(now))
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-}
-
-/// Deletes documents by id, a bounded number of ids per statement.
-async fn delete_documents(
-    conn: &mut SqliteConnection,
-    ids: &[String],
-) -> Result<Outcome, sqlx::Error> {
-    const IDS_PER_STATEMENT: usize = 500;
-    let mut deleted = 0;
-    for ids in ids.chunks(IDS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM documents WHERE id IN (");
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        query.push(")");
-        deleted += query.build().execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(Outcome::Rows(deleted))
-}
-
-fn to_i64(n: u64) -> i64 {
+pub(super) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
