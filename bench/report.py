@@ -179,7 +179,7 @@ def write_report(results, out, quick):
         add("is a TCP write of its own (most of the server's time is the kernel's send path, as `perf`")
         add("shows), and every running answer is flushed to SQLite each 250 ms.")
         add("")
-    if ti and ti.get("server_bytes_per_stream", 0) >= 8192:
+    if ti and (ti.get("server_bytes_per_stream") or 0) >= 8192:
         add("Where the memory aim is missed: every HTTP/1 connection served by hyper keeps an 8 KiB")
         add("read buffer and an 8 KiB write buffer, and its task is about 5 KiB (measured with a counting")
         add("allocator); the run, its log and the subscriber add the rest. Going under 8 KiB needs a leaner HTTP layer.")

@@ -56,12 +56,17 @@ wait_healthy() {
     return 1
 }
 
+# The engine alone, as the peer does it: the synthetic backend and generation only
+# (no retrieval, scoring or follow-ups), so the figures measure streaming.
+ENGINE_CONFIG="$RESULTS/engine.toml"
+printf '[llm]\ndefault = "synthetic"\n\n[pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n' >"$ENGINE_CONFIG"
+
 SERVER_PID=
 # start_tidewire [VAR=value ...]: the extra environment goes to the server.
 start_tidewire() {
     local data
     data=$(mktemp -d)
-    env "$@" "$TW" serve --addr "127.0.0.1:$TW_PORT" --data-dir "$data" --log warn \
+    env "$@" "$TW" serve --config "$ENGINE_CONFIG" --addr "127.0.0.1:$TW_PORT" --data-dir "$data" --log warn \
         --max-concurrent-runs 100000 >"$RESULTS/tidewire.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")

@@ -68,7 +68,7 @@ async fn a_crash_mid_run_leaves_the_partial_answer_marked_interrupted() {
 
     let response = client
         .post(format!("{base}/api/chat"))
-        .json(&json!({"message": "crash during me", "options": {"max_tokens": 1000, "tokens_per_second": 50}}))
+        .json(&json!({"message": "crash during me", "options": {"max_tokens": 1000, "tokens_per_second": 50, "backend": "synthetic"}}))
         .send()
         .await
         .unwrap();
@@ -123,7 +123,7 @@ async fn sigterm_with_open_streams_exits_zero_within_the_drain_timeout() {
     let (mut child, base) = start_binary(data_dir.path());
     let response = client
         .post(format!("{base}/api/chat"))
-        .json(&json!({"message": "keep streaming", "options": {"max_tokens": 1000, "tokens_per_second": 20}}))
+        .json(&json!({"message": "keep streaming", "options": {"max_tokens": 1000, "tokens_per_second": 20, "backend": "synthetic"}}))
         .send()
         .await
         .unwrap();

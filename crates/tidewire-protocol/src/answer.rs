@@ -57,7 +57,7 @@ impl Answer {
                 self.usage = Some(metadata.usage);
                 self.model = Some(metadata.model.clone());
             }
-            ChatEvent::Error(error) => self.error = Some(error.clone()),
+            ChatEvent::Error(error) => self.error = Some((**error).clone()),
             ChatEvent::Done(done) => self.status = done.status,
             ChatEvent::Run(_)
             | ChatEvent::Stage(_)
@@ -99,14 +99,15 @@ mod tests {
             ChatEvent::FollowUpQuestions(FollowUpQuestions {
                 follow_up_questions: vec!["why?".into()],
             }),
-            ChatEvent::Metadata(Metadata {
+            ChatEvent::Metadata(Box::new(Metadata {
                 message_id: "m".into(),
                 model: "synthetic".into(),
                 usage: Usage::new(2, 2),
                 timing: Timing::default(),
                 finish_reason: None,
                 usage_estimated: false,
-            }),
+                stages: Default::default(),
+            })),
             ChatEvent::error("boom", "it broke", false),
             ChatEvent::done(MessageStatus::Failed),
         ];

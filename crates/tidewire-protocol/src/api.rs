@@ -44,6 +44,12 @@ pub struct ChatOptions {
     /// Which configured backend answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// The document collection retrieval searches (`default` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// Only these documents (by id) are searched, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<Vec<String>>,
 }
 
 /// `POST /api/chat` answer when `stream` is `false`.
@@ -155,6 +161,15 @@ pub struct Message {
     /// The model that wrote an answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The sources an answer drew on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+    /// An answer's quality score, when scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_score: Option<f64>,
+    /// The follow-up questions suggested with an answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow_up_questions: Vec<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

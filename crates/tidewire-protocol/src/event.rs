@@ -3,11 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 /// One event of a run's stream. `Run` is always first and `Done` always last.
+///
+/// The payloads larger than a string are boxed, so the enum stays 32 bytes: a run
+/// keeps every event of its log, and most of them are tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum ChatEvent {
     /// The run started: where to find it again.
-    Run(RunStarted),
+    Run(Box<RunStarted>),
     /// The pipeline entered a stage.
     Stage(Stage),
     /// Retrieved sources.
@@ -15,17 +18,17 @@ pub enum ChatEvent {
     /// A piece of the answer text.
     Token(Token),
     /// A tool call began.
-    ToolStarted(ToolStarted),
+    ToolStarted(Box<ToolStarted>),
     /// A tool call ended.
-    ToolFinished(ToolFinished),
+    ToolFinished(Box<ToolFinished>),
     /// The answer's quality score.
     QualityScore(QualityScore),
     /// Suggested next questions.
     FollowUpQuestions(FollowUpQuestions),
     /// Model, usage and timing of the answer.
-    Metadata(Metadata),
+    Metadata(Box<Metadata>),
     /// Something failed; a `Done` follows.
-    Error(ErrorEvent),
+    Error(Box<ErrorEvent>),
     /// The run ended.
     Done(Done),
 }
@@ -164,6 +167,9 @@ pub struct Metadata {
     /// The usage was counted by tidewire because the model did not report it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub usage_estimated: bool,
+    /// How long each stage of the pipeline took, in milliseconds, by stage name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stages: std::collections::BTreeMap<String, u64>,
 }
 
 /// Payload of `error`.
@@ -307,16 +313,16 @@ impl ChatEvent {
             })
         }
         Ok(match name {
-            "run" => Self::Run(parse(name, data)?),
+            "run" => Self::Run(Box::new(parse(name, data)?)),
             "stage" => Self::Stage(parse(name, data)?),
             "sources" => Self::Sources(parse(name, data)?),
             "token" => Self::Token(parse(name, data)?),
-            "tool_started" => Self::ToolStarted(parse(name, data)?),
-            "tool_finished" => Self::ToolFinished(parse(name, data)?),
+            "tool_started" => Self::ToolStarted(Box::new(parse(name, data)?)),
+            "tool_finished" => Self::ToolFinished(Box::new(parse(name, data)?)),
             "quality_score" => Self::QualityScore(parse(name, data)?),
             "follow_up_questions" => Self::FollowUpQuestions(parse(name, data)?),
-            "metadata" => Self::Metadata(parse(name, data)?),
-            "error" => Self::Error(parse(name, data)?),
+            "metadata" => Self::Metadata(Box::new(parse(name, data)?)),
+            "error" => Self::Error(Box::new(parse(name, data)?)),
             "done" => Self::Done(parse(name, data)?),
             other => return Err(EventParseError::UnknownEvent(other.to_owned())),
         })
@@ -341,11 +347,11 @@ impl ChatEvent {
 
     /// An `error` event.
     pub fn error(code: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
-        Self::Error(ErrorEvent {
+        Self::Error(Box::new(ErrorEvent {
             error: message.into(),
             code: code.into(),
             retryable,
-        })
+        }))
     }
 
     /// A `done` event.
@@ -361,12 +367,12 @@ mod tests {
     #[test]
     fn every_event_round_trips_through_its_wire_form() {
         let events = [
-            ChatEvent::Run(RunStarted {
+            ChatEvent::Run(Box::new(RunStarted {
                 run_id: "r".into(),
                 conversation_id: "c".into(),
                 message_id: "m".into(),
                 events_url: "/api/runs/r/events".into(),
-            }),
+            })),
             ChatEvent::stage("generation"),
             ChatEvent::Sources(Sources {
                 sources: vec![Source {
@@ -377,24 +383,24 @@ mod tests {
                 }],
             }),
             ChatEvent::token("hi"),
-            ChatEvent::ToolStarted(ToolStarted {
+            ChatEvent::ToolStarted(Box::new(ToolStarted {
                 tool_call_id: "t1".into(),
                 tool_name: "search".into(),
                 arguments: serde_json::json!({"q": "x"}),
-            }),
-            ChatEvent::ToolFinished(ToolFinished {
+            })),
+            ChatEvent::ToolFinished(Box::new(ToolFinished {
                 tool_call_id: "t1".into(),
                 tool_name: "search".into(),
                 duration_ms: 12,
                 result: serde_json::json!([1, 2]),
-            }),
+            })),
             ChatEvent::QualityScore(QualityScore {
                 quality_score: 0.75,
             }),
             ChatEvent::FollowUpQuestions(FollowUpQuestions {
                 follow_up_questions: vec!["why?".into()],
             }),
-            ChatEvent::Metadata(Metadata {
+            ChatEvent::Metadata(Box::new(Metadata {
                 message_id: "m".into(),
                 model: "synthetic".into(),
                 usage: Usage::new(3, 4),
@@ -404,7 +410,8 @@ mod tests {
                 },
                 finish_reason: Some("length".into()),
                 usage_estimated: true,
-            }),
+                stages: [("generation".to_owned(), 8)].into(),
+            })),
             ChatEvent::error("upstream_timeout", "the model did not answer", true),
             ChatEvent::done(MessageStatus::Cancelled),
         ];
@@ -412,6 +419,11 @@ mod tests {
             let back = ChatEvent::from_wire(event.name(), &event.data_json()).unwrap();
             assert_eq!(back, event);
         }
+    }
+
+    #[test]
+    fn an_event_is_small_because_runs_keep_every_one() {
+        assert!(std::mem::size_of::<ChatEvent>() <= 32);
     }
 
     #[test]

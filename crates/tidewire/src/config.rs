@@ -93,8 +93,49 @@ pub struct Config {
     /// Where the front ends' dialects are mounted, and how their streams behave
     /// (TOML only: the `[dialects]` table).
     pub dialects: DialectsConfig,
+    /// The answer pipeline's stages and limits (TOML only: the `[pipeline]` table).
+    pub pipeline: PipelineConfig,
     /// Documents and their search (TOML only: the `[documents]` table).
     pub documents: DocumentsConfig,
+}
+
+/// The `[pipeline]` table: which stages run, and their limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Normalise the question (and with a language model, rewrite a follow-up).
+    pub query_analysis: bool,
+    /// Search the documents and send `sources`.
+    pub retrieval: bool,
+    /// Ask the model.
+    pub generation: bool,
+    /// Score the answer against its sources (`quality_score`).
+    pub scoring: bool,
+    /// Suggest `follow_up_questions`.
+    pub follow_ups: bool,
+    /// How many chunks retrieval returns.
+    pub top_k: usize,
+    /// The most characters of sources that go into the prompt.
+    pub max_source_chars: usize,
+    /// How long the pipeline's own questions to the model (the rewrite, the
+    /// follow-ups) may take before it does without.
+    #[serde(with = "duration")]
+    pub side_timeout: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            query_analysis: true,
+            retrieval: true,
+            generation: true,
+            scoring: true,
+            follow_ups: true,
+            top_k: 5,
+            max_source_chars: 6000,
+            side_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The `[documents]` table: how documents are cut into chunks, how large an
@@ -123,6 +164,20 @@ impl Default for DocumentsConfig {
             chunk_overlap: 200,
             max_upload_bytes: 16 * 1024 * 1024,
             seed_docs: true,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Generation alone, as before the pipeline had stages: what the engine's tests
+    /// and benchmarks measure.
+    pub fn generation_only() -> Self {
+        Self {
+            query_analysis: false,
+            retrieval: false,
+            scoring: false,
+            follow_ups: false,
+            ..Self::default()
         }
     }
 }
@@ -275,6 +330,7 @@ impl Default for Config {
             llm_api_key: None,
             llm: LlmConfig::default(),
             dialects: DialectsConfig::default(),
+            pipeline: PipelineConfig::default(),
             documents: DocumentsConfig::default(),
         }
     }
@@ -297,14 +353,15 @@ pub struct LlmConfig {
     pub history_messages: usize,
     /// ...and at most this many characters of them.
     pub history_chars: usize,
-    /// The backends, by name (`synthetic` always exists).
+    /// The backends, by name (`extractive` and `synthetic` always exist).
     pub backends: BTreeMap<String, BackendConfig>,
 }
 
 impl Default for LlmConfig {
     fn default() -> Self {
         Self {
-            default: "synthetic".into(),
+            // With no model configured, answers come from the documents.
+            default: "extractive".into(),
             fallback: Vec::new(),
             attempts: 2,
             system_prompt: None,
@@ -325,6 +382,11 @@ pub enum BackendKind {
     Ollama,
     /// The built-in deterministic backend.
     Synthetic,
+    /// The built-in extractive answerer (answers from the retrieved sources).
+    Extractive,
+    /// An answer service that returns one JSON document (see `request_body`,
+    /// `answer_path`, `confidence_path`, `sources_path`).
+    Service,
 }
 
 /// One named backend of `[llm.backends.NAME]`.
@@ -352,9 +414,22 @@ pub struct BackendConfig {
     /// Between two pieces of the stream [default: 30s].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Span>,
-    /// For the whole answer [default: 10m].
+    /// For the whole answer [default: 10m; 30s for a `service`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_timeout: Option<Span>,
+    /// For a `service`: the JSON request body, with `{query}` where the question
+    /// goes [default: `{"query": "{query}"}`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// For a `service`: the JSON pointer to the answer text [default: `/response`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_path: Option<String>,
+    /// For a `service`: the JSON pointer to its confidence [default: `/confidence`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_path: Option<String>,
+    /// For a `service`: the JSON pointer to its sources [default: `/sources`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources_path: Option<String>,
 }
 
 /// A credential, kept in a [`SecretString`]: `<redacted>` in every debug print and
@@ -533,8 +608,10 @@ impl Config {
             return invalid("TIDEWIRE_LLM_URL (llm_url) needs TIDEWIRE_LLM_MODEL (llm_model)");
         }
         for (name, backend) in &self.llm.backends {
-            if backend.kind != BackendKind::Synthetic
-                && (backend.url.is_none() || backend.model.is_none())
+            if !matches!(
+                backend.kind,
+                BackendKind::Synthetic | BackendKind::Extractive
+            ) && (backend.url.is_none() || backend.model.is_none())
             {
                 return Err(ConfigError::Invalid(format!(
                     "backend {name:?} needs a url and a model"
@@ -543,6 +620,7 @@ impl Config {
         }
         let known = |name: &str| {
             name == "synthetic"
+                || name == "extractive"
                 || self.llm.backends.contains_key(name)
                 || (name == "default" && self.llm_url.is_some())
         };

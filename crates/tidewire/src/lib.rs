@@ -16,6 +16,7 @@ pub mod llm;
 pub mod pipeline;
 pub mod retrieval;
 pub mod store;
+pub mod text;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub use config::Config;
 
 use crate::hub::{Hub, HubConfig};
 use crate::llm::Backends;
-use crate::pipeline::{HistoryLimits, Pipeline, PipelineSettings};
+use crate::pipeline::{HistoryLimits, Pipeline, PipelineSettings, Stages};
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// After the drain, how long connections get to close before the server stops
@@ -76,10 +77,22 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         retrieval::LibrarySettings::from(&config.documents),
     )
     .await?;
+    let stages = &config.pipeline;
     let pipeline = Pipeline::new(
         backends,
         Arc::clone(&store),
+        Arc::clone(&documents) as Arc<dyn retrieval::Retriever>,
         PipelineSettings {
+            stages: Stages {
+                query_analysis: stages.query_analysis,
+                retrieval: stages.retrieval,
+                generation: stages.generation,
+                scoring: stages.scoring,
+                follow_ups: stages.follow_ups,
+            },
+            top_k: stages.top_k,
+            max_source_chars: stages.max_source_chars,
+            side_timeout: stages.side_timeout,
             system_prompt: config.llm.system_prompt.clone(),
             history: HistoryLimits {
                 messages: config.llm.history_messages,

@@ -161,16 +161,18 @@ async fn bad_options_are_422() {
     )
     .await;
     // Far too slow (1e-300 once panicked in the pipeline; 1e-6 held a run slot for
-    // days), negative, or absurdly fast: each a 422 before any run starts.
-    for pace in [
-        json!(-5),
-        json!(1e-300),
-        json!(1e-6),
-        json!(0.5),
-        json!(1e300),
+    // days), negative, absurdly fast, or an answer that would take hours: each a
+    // 422 before any run starts.
+    for (pace, tokens) in [
+        (json!(-5), 64),
+        (json!(1e-300), 64),
+        (json!(1e-6), 64),
+        (json!(0.001), 1),
+        (json!(1e300), 64),
+        (json!(1), 8000),
     ] {
         let body = expect_error(
-            app.chat(json!({"message": "x", "options": {"tokens_per_second": pace}}))
+            app.chat(json!({"message": "x", "options": {"tokens_per_second": pace, "max_tokens": tokens}}))
                 .await,
             422,
             "invalid_tokens_per_second",
@@ -193,6 +195,18 @@ async fn bad_options_are_422() {
         "unknown_backend",
     )
     .await;
+    let body = expect_error(
+        app.chat(json!({"message": "x", "options": {"backend": "gpt-9"}}))
+            .await,
+        422,
+        "unknown_backend",
+    )
+    .await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("extractive") && message.contains("synthetic"),
+        "the error lists the configured backends: {message}"
+    );
 }
 
 #[tokio::test]

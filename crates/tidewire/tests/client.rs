@@ -34,7 +34,7 @@ fn ask(message: &str, max_tokens: u32, tokens_per_second: f64) -> ChatRequest {
         options: Some(ChatOptions {
             max_tokens: Some(max_tokens),
             tokens_per_second: Some(tokens_per_second),
-            backend: None,
+            ..ChatOptions::default()
         }),
         ..ChatRequest::new(message)
     }

@@ -24,6 +24,10 @@ fn backend(kind: BackendKind, url: String) -> BackendConfig {
         first_token_timeout: None,
         idle_timeout: None,
         total_timeout: None,
+        request_body: None,
+        answer_path: None,
+        confidence_path: None,
+        sources_path: None,
     }
 }
 
@@ -728,4 +732,47 @@ async fn error_events_do_not_show_the_model_servers_address_or_library_messages(
         !wire.contains("127.0.0.1") && !wire.contains("error sending request"),
         "{wire}"
     );
+}
+
+#[tokio::test]
+async fn an_answer_service_is_streamed_in_pieces_with_its_confidence_and_sources() {
+    let mock = start_upstream().await;
+    let mut service = backend(BackendKind::Service, mock.service_url("service"));
+    service.model = Some("ml-backend".into());
+    let app = app_with(service, |_| {}).await;
+    let stream = ask(&app, "high water").await;
+    let names = shape(&stream);
+    assert_eq!(names[..3], ["run", "stage generation", "sources"]);
+    assert!(
+        names.iter().filter(|n| n.starts_with("token ")).count() > 3,
+        "{names:?}"
+    );
+    assert_eq!(stream.text(), "The tide answer to high water.");
+    let score = stream
+        .events
+        .iter()
+        .find(|e| e.name == "quality_score")
+        .unwrap();
+    assert_eq!(score.data["quality_score"], 0.87);
+    let sources = stream.events.iter().find(|e| e.name == "sources").unwrap();
+    assert_eq!(sources.data["sources"][0]["document_name"], "Tide tables");
+    assert_eq!(sources.data["sources"][1]["document_name"], "almanac.pdf");
+    assert_eq!(mock.requests("service")[0], json!({"query": "high water"}));
+    let stored = stored_answer(&app, &stream).await;
+    assert_eq!(stored["content"], "The tide answer to high water.");
+    assert_eq!(stored["quality_score"], 0.87);
+    assert_eq!(stored["model"], "ml-backend");
+}
+
+#[tokio::test]
+async fn an_answer_service_past_its_deadline_is_a_retryable_timeout() {
+    let mock = start_upstream().await;
+    let mut service = backend(BackendKind::Service, mock.service_url("service-slow"));
+    service.total_timeout = Some(Span(Duration::from_millis(300)));
+    let app = app_with(service, |config| config.llm.attempts = 1).await;
+    let stream = ask(&app, "q").await;
+    assert_eq!(shape(&stream)[2], "error upstream_timeout");
+    let error = stream.events.iter().find(|e| e.name == "error").unwrap();
+    assert_eq!(error.data["retryable"], true);
+    assert_eq!(stream.last().data["status"], "failed");
 }

@@ -17,6 +17,7 @@ use super::native::Native;
 use super::runs::{last_event_id, subscribe_after};
 use super::sse::{event_stream, sse_response};
 use crate::pipeline::{ConversationRef, RunRequest};
+use crate::retrieval::{DEFAULT_COLLECTION, Scope};
 
 /// The longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
@@ -157,16 +158,23 @@ fn validate(state: &AppState, request: ChatRequest) -> Result<RunRequest, ApiErr
             ),
         ));
     }
+    let given = request.options.unwrap_or_default();
     let options = state
         .hub
         .pipeline()
-        .options(&request.options.unwrap_or_default())
+        .options(&given)
         .map_err(|invalid| ApiError::unprocessable(invalid.code, invalid.message))?;
     Ok(RunRequest {
         conversation: request
             .conversation_id
             .map_or(ConversationRef::New, ConversationRef::Existing),
         message: request.message,
+        scope: Scope {
+            collection: given
+                .collection
+                .unwrap_or_else(|| DEFAULT_COLLECTION.to_owned()),
+            documents: given.documents,
+        },
         options,
     })
 }

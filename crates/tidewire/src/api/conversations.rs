@@ -104,6 +104,9 @@ impl From<MessageRecord> for Message {
             run_id: record.run_id,
             usage: record.usage,
             model: record.model,
+            sources: record.sources,
+            quality_score: record.quality_score,
+            follow_up_questions: record.follow_up_questions,
             created_at: record.created_at.rfc3339(),
             updated_at: record.updated_at.rfc3339(),
         }

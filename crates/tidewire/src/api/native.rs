@@ -39,11 +39,13 @@ impl EventEncoder for NativeEncoder {
         // escapes every line break, so the data is one line.
         let _ = match event {
             // The hub does not know URLs: the run event gets its own here.
-            ChatEvent::Run(run) => ChatEvent::Run(RunStarted {
-                events_url: events_url(&run.run_id),
-                ..run.clone()
-            })
-            .write_data(&mut self.scratch),
+            ChatEvent::Run(run) => serde_json::to_writer(
+                &mut self.scratch,
+                &RunStarted {
+                    events_url: events_url(&run.run_id),
+                    ..(**run).clone()
+                },
+            ),
             other => other.write_data(&mut self.scratch),
         };
         let data = String::from_utf8_lossy(&self.scratch);
@@ -86,12 +88,12 @@ mod tests {
         let mut out = Vec::new();
         encoder.encode(
             1,
-            &ChatEvent::Run(RunStarted {
+            &ChatEvent::Run(Box::new(RunStarted {
                 run_id: "r1".into(),
                 conversation_id: "c".into(),
                 message_id: "m".into(),
                 events_url: String::new(),
-            }),
+            })),
             &mut out,
         );
         encoder.encode(2, &ChatEvent::token("a\nb"), &mut out);

@@ -308,13 +308,13 @@ impl Hub {
             },
             self.config.max_run_bytes,
         ));
-        run.append(ChatEvent::Run(RunStarted {
+        run.append(ChatEvent::Run(Box::new(RunStarted {
             run_id: run.id().to_owned(),
             conversation_id: turn.conversation_id.clone(),
             message_id: turn.assistant_message_id.clone(),
             // Where to attach is the api's business; its formats fill this in.
             events_url: String::new(),
-        }));
+        })));
         lock(&self.runs).insert(run.id().to_owned(), Arc::clone(&run));
         tokio::spawn(produce(
             Arc::clone(self),
@@ -554,6 +554,9 @@ async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
         model: answer.model,
         usage: answer.usage,
         error: answer.error.map(|e| (e.code, e.error)),
+        sources: answer.sources,
+        quality_score: answer.quality_score,
+        follow_up_questions: answer.follow_up_questions,
     };
     if !store_finished(hub.store.as_ref(), &run, finished).await {
         run.append(ChatEvent::error(
@@ -627,6 +630,7 @@ mod tests {
         let request = RunRequest {
             conversation: ConversationRef::Existing("c1".into()),
             message: "hi".into(),
+            scope: crate::retrieval::Scope::collection("default"),
             options: RunOptions {
                 backend: None,
                 max_tokens: 64,
@@ -637,11 +641,12 @@ mod tests {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
-        // sha256 of {"conversation":{"existing":"c1"},"message":"hi","options":
-        // {"backend":null,"max_tokens":64,"tokens_per_second":30.0}}, computed apart.
+        // sha256 of {"conversation":{"existing":"c1"},"message":"hi","scope":
+        // {"collection":"default","documents":null},"options":{"backend":null,
+        // "max_tokens":64,"tokens_per_second":30.0}}, computed apart.
         assert_eq!(
             hex,
-            "5cbc6e0799d86074df6abf02d355275d65bec742fcb6f238065315977a6a83dd"
+            "c971dce782e96ab192aca107fb4f09a849321a5ec848494a3d0d0cacf7eedb49"
         );
         let other = RunRequest {
             message: "hi!".into(),

@@ -1,9 +1,10 @@
 //! A run: one answer being produced, as an append-only log of typed events.
 //!
 //! The producer appends [`ChatEvent`]s; subscribers are cursors into the log. The
-//! log keeps the events themselves, and beside them, per wire format that someone
-//! reads, the bytes of the events encoded so far in one contiguous buffer with an
-//! offset per event. An event is encoded once per format, on first use, and those
+//! log keeps the events themselves (inline: an event is 32 bytes, and a token's text
+//! is the string the model's stream already made, moved in, so appending allocates
+//! nothing), and beside them, per wire format that someone reads, the bytes of the
+//! events encoded so far in one contiguous buffer with an offset per event. An event is encoded once per format, on first use, and those
 //! bytes are shared by every subscriber of the format: replaying to any number of
 //! subscribers is copying bytes. A slow subscriber costs its cursor, nothing more.
 
@@ -73,7 +74,7 @@ impl std::fmt::Debug for Run {
 }
 
 struct RunState {
-    events: Vec<Arc<ChatEvent>>,
+    events: Vec<ChatEvent>,
     /// The answer so far, folded from `events`.
     answer: Answer,
     /// The estimated size of `events`.
@@ -110,7 +111,7 @@ impl Encoding {
     }
 
     /// Encodes the events this encoding does not have yet.
-    fn catch_up(&mut self, events: &[Arc<ChatEvent>], finished: bool) {
+    fn catch_up(&mut self, events: &[ChatEvent], finished: bool) {
         let Some(encoder) = self.encoder.as_mut() else {
             return;
         };
@@ -214,7 +215,7 @@ impl Run {
             if let ChatEvent::Done(_) = event {
                 state.finished_at = Some(Instant::now());
             }
-            state.events.push(Arc::new(event));
+            state.events.push(event);
             if state.finished_at.is_some() {
                 state.events.shrink_to_fit();
             }
@@ -314,7 +315,7 @@ impl Run {
     }
 
     /// The events from index `from` on.
-    pub fn events_from(&self, from: usize) -> Vec<Arc<ChatEvent>> {
+    pub fn events_from(&self, from: usize) -> Vec<ChatEvent> {
         let state = self.state();
         state.events.get(from..).unwrap_or_default().to_vec()
     }
@@ -349,6 +350,7 @@ impl Run {
     pub fn retained_bytes(&self) -> usize {
         let state = self.state();
         state.bytes
+            + state.events.capacity() * size_of::<ChatEvent>()
             + state
                 .encodings
                 .iter()

@@ -52,6 +52,12 @@ impl Backend for Failover {
         self.chain.first().map_or("none", |backend| backend.model())
     }
 
+    fn is_language_model(&self) -> bool {
+        self.chain
+            .first()
+            .is_some_and(|backend| backend.is_language_model())
+    }
+
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let mut last = LlmError::new("no_backend", "no model backend is configured", false);
         for backend in &self.chain {
@@ -134,6 +140,7 @@ mod tests {
 
     fn request() -> GenerationRequest {
         GenerationRequest {
+            context: Vec::new(),
             messages: vec![PromptMessage {
                 role: PromptRole::User,
                 content: "q".into(),

@@ -6,18 +6,23 @@
 //! middle of a stream are items of the stream, each with a code and whether retrying
 //! may help.
 //!
+//! - [`Extractive`]: the offline default: an answer composed from the most relevant
+//!   sentences of the retrieved passages, with citations.
 //! - [`Synthetic`]: deterministic text, for demos, tests and benchmarks.
 //! - [`OpenAi`]: any OpenAI-compatible `/chat/completions` server (vLLM, llama.cpp,
 //!   Ollama's `/v1`, hosted APIs), and [`Ollama`]: Ollama's native NDJSON API.
+//! - [`Service`]: an existing answer service that returns one JSON document.
 //! - [`Failover`]: retries a backend and falls back to others, as long as no token
 //!   has reached a client.
 //! - [`Backends`]: the configured backends by name.
 
+mod extractive;
 mod failover;
 mod http;
 mod ollama;
 mod openai;
 mod registry;
+mod service;
 mod synthetic;
 
 use std::pin::Pin;
@@ -26,11 +31,13 @@ use async_trait::async_trait;
 use futures_util::Stream;
 use tidewire_protocol::Usage;
 
+pub use extractive::{Extractive, NOTHING_FOUND};
 pub use failover::Failover;
 pub use http::Timeouts;
 pub use ollama::Ollama;
 pub use openai::OpenAi;
 pub use registry::{Backends, UnknownBackend};
+pub use service::{Service, ServiceShape};
 pub use synthetic::Synthetic;
 
 /// Who wrote a message of the prompt.
@@ -54,11 +61,24 @@ pub struct PromptMessage {
     pub content: String,
 }
 
+/// A retrieved passage the answer may draw on (numbered from 1 in the prompt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passage {
+    /// Where it comes from: the document's name and heading.
+    pub title: String,
+    /// Its text.
+    pub text: String,
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
-    /// The conversation so far, the user's new message last.
+    /// The conversation so far, the user's new message last (with the passages
+    /// already written into it for models that read text).
     pub messages: Vec<PromptMessage>,
+    /// The passages of the prompt, for backends that compose from them (the
+    /// extractive answerer).
+    pub context: Vec<Passage>,
     /// The longest answer, in tokens.
     pub max_tokens: u32,
     /// Pace for backends that simulate one (the synthetic backend); 0 = no pacing.
@@ -74,6 +94,10 @@ pub enum Chunk {
     Usage(Usage),
     /// Why the model stopped (`stop`, `length`, ...).
     Finish(String),
+    /// Sources the backend answered from (an answer service's own).
+    Sources(Vec<tidewire_protocol::Source>),
+    /// The backend's own confidence in its answer, from 0 to 1.
+    Score(f64),
 }
 
 /// A failure of a backend, before or during a stream.
@@ -135,6 +159,13 @@ impl std::fmt::Debug for Generation {
 pub trait Backend: Send + Sync + 'static {
     /// The configured name of the model, reported in `metadata`.
     fn model(&self) -> &str;
+
+    /// Whether this is a language model that follows instructions (so the pipeline
+    /// may ask it to rewrite a question or suggest follow-ups); the built-in
+    /// backends are not.
+    fn is_language_model(&self) -> bool {
+        true
+    }
 
     /// Starts generating. Returns once the model accepted the request; the answer
     /// comes through the stream.

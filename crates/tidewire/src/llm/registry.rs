@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Backend, Failover, Ollama, OpenAi, Synthetic, Timeouts};
+use super::{
+    Backend, Extractive, Failover, Ollama, OpenAi, Service, ServiceShape, Synthetic, Timeouts,
+};
 use crate::config::{BackendConfig, BackendKind, Config, ExposeSecret};
 
 /// The first retry of a failed upstream request waits this long (then doubles).
@@ -13,8 +15,13 @@ const BACKOFF: Duration = Duration::from_millis(200);
 
 /// A request named a backend that is not configured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no backend named {0:?} is configured")]
-pub struct UnknownBackend(pub String);
+#[error("no backend named {name:?} is configured; the configured ones are {}", known.join(", "))]
+pub struct UnknownBackend {
+    /// The name asked for.
+    pub name: String,
+    /// The names there are.
+    pub known: Vec<String>,
+}
 
 /// The configured backends.
 pub struct Backends {
@@ -40,6 +47,7 @@ impl Backends {
     pub fn from_config(config: &Config) -> Result<Self, reqwest::Error> {
         let mut named: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
         named.insert("synthetic".into(), Arc::new(Synthetic));
+        named.insert("extractive".into(), Arc::new(Extractive));
         for (name, backend) in &config.llm.backends {
             named.insert(name.clone(), build(backend)?);
         }
@@ -84,10 +92,10 @@ impl Backends {
     /// The backend for a request: `name` (or the default), then the fallback list.
     pub fn select(&self, name: Option<&str>) -> Result<Arc<dyn Backend>, UnknownBackend> {
         let name = name.unwrap_or(&self.default);
-        let first = self
-            .named
-            .get(name)
-            .ok_or_else(|| UnknownBackend(name.to_owned()))?;
+        let first = self.named.get(name).ok_or_else(|| UnknownBackend {
+            name: name.to_owned(),
+            known: self.named.keys().cloned().collect(),
+        })?;
         let mut chain = vec![Arc::clone(first)];
         for other in self.fallback.iter().filter(|other| *other != name) {
             if let Some(backend) = self.named.get(other) {
@@ -122,5 +130,23 @@ fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, reqwest::Error> {
         }
         BackendKind::Ollama => Arc::new(Ollama::new(url, model, timeouts)?),
         BackendKind::Synthetic => Arc::new(Synthetic),
+        BackendKind::Extractive => Arc::new(Extractive),
+        BackendKind::Service => {
+            let defaults = ServiceShape::default();
+            let shape = ServiceShape {
+                // Validated as JSON with the configuration.
+                body: config
+                    .request_body
+                    .as_deref()
+                    .and_then(|body| serde_json::from_str(body).ok())
+                    .unwrap_or(defaults.body),
+                answer: config.answer_path.clone().unwrap_or(defaults.answer),
+                confidence: config.confidence_path.clone().or(defaults.confidence),
+                sources: config.sources_path.clone().or(defaults.sources),
+            };
+            let total = span(config.total_timeout, Duration::from_secs(30));
+            let name = config.model.as_deref().unwrap_or("service");
+            Arc::new(Service::new(name, url, shape, total, timeouts.connect)?)
+        }
     })
 }

@@ -40,6 +40,10 @@ impl Backend for Synthetic {
         "synthetic"
     }
 
+    fn is_language_model(&self) -> bool {
+        false
+    }
+
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let prompt = request
             .messages
@@ -198,6 +202,7 @@ mod tests {
 
     fn request(message: &str, max_tokens: u32, tokens_per_second: f64) -> GenerationRequest {
         GenerationRequest {
+            context: Vec::new(),
             messages: vec![PromptMessage {
                 role: PromptRole::User,
                 content: message.into(),
@@ -215,7 +220,7 @@ mod tests {
             match chunk.unwrap() {
                 Chunk::Text(text) => tokens.push(text),
                 Chunk::Usage(u) => usage = Some(u),
-                Chunk::Finish(_) => {}
+                Chunk::Finish(_) | Chunk::Sources(_) | Chunk::Score(_) => {}
             }
         }
         (tokens, usage)

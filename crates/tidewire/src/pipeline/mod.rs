@@ -1,30 +1,56 @@
-//! The answer pipeline: turns one run request into the events of its answer
-//! (stages, tokens, metadata, errors), driving a model backend.
+//! The answer pipeline: turns one run request into the events of its answer.
 //!
-//! A [`RunRequest`] is plain data (which conversation, the message, the options);
-//! the pipeline reads the history it needs, builds the prompt, and emits events
-//! into an [`EventSink`]. It knows nothing of runs or HTTP, and reports how it
-//! ended: the hub owns what happens around it.
+//! Its stages, each of which can be switched off: `query_analysis` (the question
+//! normalised; with a language model and earlier turns, rewritten into a standalone
+//! query), `retrieval` (the best chunks of the documents, as `sources`),
+//! `generation` (the model answers from the sources, citing them as [1], [2]),
+//! `scoring` (`quality_score`, see [`score`]) and `follow_ups`
+//! (`follow_up_questions`, see [`follow_ups`]); then `metadata` with each stage's
+//! time. A cancel stops whichever stage is running; a failure in an optional stage
+//! is logged and skipped.
+//!
+//! A [`RunRequest`] is plain data (which conversation, the message, the scope of
+//! retrieval, the options); the pipeline reads the history it needs and emits
+//! events into an [`EventSink`]. It knows nothing of runs or HTTP, and reports how
+//! it ended: the hub owns what happens around it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tidewire_protocol::api::ChatOptions;
-use tidewire_protocol::{ChatEvent, ErrorEvent, Metadata, Timing, Usage};
+use tidewire_protocol::{
+    ChatEvent, ErrorEvent, FollowUpQuestions, Metadata, QualityScore, Source, Sources, Timing,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::llm::{Backend, Backends, Chunk, GenerationRequest, PromptMessage, PromptRole};
+use crate::llm::{Backend, Backends, GenerationRequest, Passage, PromptMessage, PromptRole};
+use crate::retrieval::{Hit, Retriever, Scope};
 use crate::store::{Store, Turn};
 
+pub mod follow_ups;
+mod generate;
 mod prompt;
+pub mod score;
 
+pub use generate::{Generated, estimate_tokens, generate};
 pub use prompt::{HistoryLimits, build_prompt};
 
+/// The longest excerpt of a chunk sent in `sources`, in characters.
+const EXCERPT_CHARS: usize = 600;
+
+/// Raw search scores `s` become `s / (s + SCORE_HALF)`: 0 to 1, one half at this
+/// score (a BM25 score of 4 is a fair match for a short question).
+const SCORE_HALF: f32 = 4.0;
+
 /// The slowest pace a request may ask of the synthetic backend, in tokens per
-/// second (0 means as fast as possible): slower would hold a run slot for hours.
-pub const MIN_TOKENS_PER_SECOND: f64 = 1.0;
+/// second (0 means as fast as possible).
+pub const MIN_TOKENS_PER_SECOND: f64 = 0.01;
+/// The longest a paced answer may take (`max_tokens` / `tokens_per_second`): a
+/// slower one would hold a run slot for days.
+pub const MAX_PACED_SECONDS: f64 = 3600.0;
 /// The fastest explicit pace, in tokens per second.
 pub const MAX_TOKENS_PER_SECOND: f64 = 100_000.0;
 
@@ -58,6 +84,8 @@ pub struct RunRequest {
     pub conversation: ConversationRef,
     /// The user's message.
     pub message: String,
+    /// Where retrieval searches.
+    pub scope: Scope,
     /// Validated options.
     pub options: RunOptions,
 }
@@ -102,9 +130,33 @@ impl InvalidOption {
     }
 }
 
+/// Which stages run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stages {
+    /// Normalise (and with a language model, rewrite) the question.
+    pub query_analysis: bool,
+    /// Search the documents.
+    pub retrieval: bool,
+    /// Ask the model.
+    pub generation: bool,
+    /// Score the answer against its sources.
+    pub scoring: bool,
+    /// Suggest follow-up questions.
+    pub follow_ups: bool,
+}
+
 /// The pipeline's settings, from the configuration.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
+    /// Which stages run.
+    pub stages: Stages,
+    /// How many chunks retrieval returns.
+    pub top_k: usize,
+    /// The most characters of sources that go into the prompt.
+    pub max_source_chars: usize,
+    /// How long the pipeline's own questions to the model (rewrite, follow-ups)
+    /// may take before it does without.
+    pub side_timeout: Duration,
     /// Instructions sent first, as a system message.
     pub system_prompt: Option<String>,
     /// How much of the conversation goes with a question.
@@ -122,6 +174,7 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     backends: Backends,
     store: Arc<dyn Store>,
+    retriever: Arc<dyn Retriever>,
     settings: PipelineSettings,
 }
 
@@ -146,11 +199,17 @@ pub enum Ending {
 }
 
 impl Pipeline {
-    /// A pipeline over these backends and store.
-    pub fn new(backends: Backends, store: Arc<dyn Store>, settings: PipelineSettings) -> Self {
+    /// A pipeline over these backends, the store (for history) and a retriever.
+    pub fn new(
+        backends: Backends,
+        store: Arc<dyn Store>,
+        retriever: Arc<dyn Retriever>,
+        settings: PipelineSettings,
+    ) -> Self {
         Self {
             backends,
             store,
+            retriever,
             settings,
         }
     }
@@ -185,6 +244,17 @@ impl Pipeline {
                 ),
             ));
         }
+        if tokens_per_second > 0.0 && f64::from(max_tokens) / tokens_per_second > MAX_PACED_SECONDS
+        {
+            return Err(InvalidOption::new(
+                "invalid_tokens_per_second",
+                format!(
+                    "{max_tokens} tokens at {tokens_per_second} a second would take more than \
+                     an hour: ask for fewer tokens or a faster pace (up to \
+                     {MAX_TOKENS_PER_SECOND} a second)"
+                ),
+            ));
+        }
         if let Some(name) = &given.backend {
             self.backends
                 .select(Some(name))
@@ -197,8 +267,8 @@ impl Pipeline {
         })
     }
 
-    /// Produces the answer of `request`, stored as `turn`: reads the history,
-    /// builds the prompt, then generates (see [`generate`]).
+    /// Produces the answer of `request`, stored as `turn`: every stage in order,
+    /// then `metadata` (always, with what is known).
     pub async fn answer(
         &self,
         request: &RunRequest,
@@ -206,46 +276,216 @@ impl Pipeline {
         sink: &dyn EventSink,
         cancel: &CancellationToken,
     ) -> Ending {
-        let messages = match self.prompt(request, turn).await {
-            Ok(messages) => messages,
-            Err(error) => {
-                sink.emit(ChatEvent::Error(error));
-                return Ending::Failed;
+        let started = Instant::now();
+        let mut times = BTreeMap::new();
+        let mut generated: Option<Generated> = None;
+        let mut ttft = None;
+        let backend = self.backends.select(request.options.backend.as_deref());
+        let model = backend
+            .as_ref()
+            .map_or_else(|_| String::new(), |b| b.model().to_owned());
+        let ending = 'stages: {
+            let backend = match backend {
+                Ok(backend) => backend,
+                // Options were validated at the start; a backend cannot go away since.
+                Err(unknown) => {
+                    sink.emit(ChatEvent::error(
+                        "unknown_backend",
+                        unknown.to_string(),
+                        false,
+                    ));
+                    break 'stages Ending::Failed;
+                }
+            };
+            let history = match self.history(request, turn).await {
+                Ok(history) => history,
+                Err(error) => {
+                    sink.emit(ChatEvent::Error(Box::new(error)));
+                    break 'stages Ending::Failed;
+                }
+            };
+            let stages = self.settings.stages;
+
+            let mut query = normalise(&request.message);
+            if stages.query_analysis {
+                let at = Instant::now();
+                sink.emit(ChatEvent::stage("query_analysis"));
+                if backend.is_language_model() && !history.is_empty() {
+                    let input = standalone_input(&history, &query);
+                    let timeout = self.settings.side_timeout;
+                    match generate::ask(backend.as_ref(), REWRITE, input, timeout, cancel).await {
+                        Some(rewritten) if !rewritten.trim().is_empty() => {
+                            query = normalise(&rewritten);
+                        }
+                        _ => tracing::debug!(
+                            "no standalone rewrite; searching the question as asked"
+                        ),
+                    }
+                }
+                times.insert("query_analysis".to_owned(), millis(at.elapsed()));
+            }
+            if cancel.is_cancelled() {
+                break 'stages Ending::Stopped;
+            }
+
+            let mut hits = Vec::new();
+            if stages.retrieval {
+                let at = Instant::now();
+                sink.emit(ChatEvent::stage("retrieval"));
+                let search = self
+                    .retriever
+                    .search(&query, &request.scope, self.settings.top_k);
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break 'stages Ending::Stopped,
+                    found = search => match found {
+                        Ok(found) => hits = found,
+                        Err(error) => tracing::warn!(%error, "retrieval failed; answering without sources"),
+                    },
+                }
+                sink.emit(ChatEvent::Sources(Sources {
+                    sources: hits.iter().map(source).collect(),
+                }));
+                times.insert("retrieval".to_owned(), millis(at.elapsed()));
+            }
+
+            if stages.generation {
+                let at = Instant::now();
+                sink.emit(ChatEvent::stage("generation"));
+                let passages = self.passages(&hits);
+                let system =
+                    prompt::system_with_sources(self.settings.system_prompt.as_deref(), &passages);
+                let messages = build_prompt(
+                    system.as_deref(),
+                    &history,
+                    &request.message,
+                    self.settings.history,
+                );
+                let generation = GenerationRequest {
+                    messages,
+                    context: passages,
+                    max_tokens: request.options.max_tokens,
+                    tokens_per_second: request.options.tokens_per_second,
+                };
+                let done = generate(Arc::clone(&backend), generation, sink, cancel).await;
+                ttft = done
+                    .first_token
+                    .map(|first| at.duration_since(started) + first);
+                times.insert("generation".to_owned(), millis(at.elapsed()));
+                let ending = done.ending;
+                generated = Some(done);
+                if ending != Ending::Complete {
+                    break 'stages ending;
+                }
+            }
+
+            let answer = generated.as_ref().map_or("", |g| g.text.as_str());
+            // A backend that scored its own answer (an answer service) is not scored
+            // again.
+            if stages.scoring && !generated.as_ref().is_some_and(|g| g.scored) {
+                let at = Instant::now();
+                sink.emit(ChatEvent::stage("scoring"));
+                let quality_score =
+                    score::quality_score(answer, hits.iter().map(|h| h.text.as_str()));
+                sink.emit(ChatEvent::QualityScore(QualityScore { quality_score }));
+                times.insert("scoring".to_owned(), millis(at.elapsed()));
+            }
+            if stages.follow_ups {
+                let at = Instant::now();
+                sink.emit(ChatEvent::stage("follow_ups"));
+                let questions = self
+                    .follow_ups(backend.as_ref(), &query, answer, &hits, cancel)
+                    .await;
+                if !questions.is_empty() {
+                    sink.emit(ChatEvent::FollowUpQuestions(FollowUpQuestions {
+                        follow_up_questions: questions,
+                    }));
+                }
+                times.insert("follow_ups".to_owned(), millis(at.elapsed()));
+            }
+            if cancel.is_cancelled() {
+                Ending::Stopped
+            } else {
+                Ending::Complete
             }
         };
-        let backend = match self.backends.select(request.options.backend.as_deref()) {
-            Ok(backend) => backend,
-            // Options were validated at the start; a backend cannot disappear since.
-            Err(unknown) => {
-                sink.emit(ChatEvent::error(
-                    "unknown_backend",
-                    unknown.to_string(),
-                    false,
-                ));
-                return Ending::Failed;
-            }
+
+        let (model, usage, usage_estimated, finish_reason) = match generated {
+            Some(g) => (g.model, g.usage, g.usage_estimated, g.finish_reason),
+            None => (model, Default::default(), false, None),
         };
-        let job = AnswerJob {
-            backend,
-            request: GenerationRequest {
-                messages,
-                max_tokens: request.options.max_tokens,
-                tokens_per_second: request.options.tokens_per_second,
-            },
+        sink.emit(ChatEvent::Metadata(Box::new(Metadata {
             message_id: turn.assistant_message_id.clone(),
-        };
-        generate(job, sink, cancel).await
+            model,
+            usage,
+            timing: Timing {
+                ttft_ms: ttft.map(millis),
+                total_ms: millis(started.elapsed()),
+            },
+            finish_reason,
+            usage_estimated,
+            stages: times,
+        })));
+        ending
     }
 
-    /// The messages to send: the system prompt, the history that fits, the question.
-    async fn prompt(
+    /// Follow-up questions: from the model when it is a language model (within the
+    /// side timeout), else from the sources.
+    async fn follow_ups(
+        &self,
+        backend: &dyn Backend,
+        question: &str,
+        answer: &str,
+        hits: &[Hit],
+        cancel: &CancellationToken,
+    ) -> Vec<String> {
+        if backend.is_language_model() {
+            let input = format!("Question: {question}\n\nAnswer: {answer}");
+            let timeout = self.settings.side_timeout;
+            if let Some(reply) =
+                generate::ask(backend, follow_ups::PROMPT, input, timeout, cancel).await
+            {
+                let questions = follow_ups::parse_reply(&reply);
+                if !questions.is_empty() {
+                    return questions;
+                }
+            }
+            tracing::debug!("no follow-ups from the model; deriving them from the sources");
+        }
+        follow_ups::from_sources(question, hits)
+    }
+
+    /// The retrieved chunks as numbered passages for the prompt, within the size
+    /// limit.
+    fn passages(&self, hits: &[Hit]) -> Vec<Passage> {
+        let mut budget = self.settings.max_source_chars;
+        let mut passages = Vec::new();
+        for hit in hits {
+            let size = hit.text.chars().count();
+            if size > budget && !passages.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            let mut title = hit.document_name.clone();
+            for heading in &hit.heading_path {
+                title.push_str(" › ");
+                title.push_str(heading);
+            }
+            passages.push(Passage {
+                title,
+                text: hit.text.clone(),
+            });
+        }
+        passages
+    }
+
+    /// The conversation before this turn's question.
+    async fn history(
         &self,
         request: &RunRequest,
         turn: &Turn,
     ) -> Result<Vec<PromptMessage>, ErrorEvent> {
-        let settings = &self.settings;
-        let system = settings.system_prompt.as_deref();
-        let history: Vec<PromptMessage> = match &request.conversation {
+        Ok(match &request.conversation {
             ConversationRef::New => Vec::new(),
             ConversationRef::Inline(messages) => messages.clone(),
             ConversationRef::Existing(id) | ConversationRef::Named(id) => {
@@ -272,129 +512,70 @@ impl Pipeline {
                     })
                     .collect()
             }
-        };
-        Ok(build_prompt(
-            system,
-            &history,
-            &request.message,
-            settings.history,
-        ))
+        })
     }
+}
+
+/// The instructions of the model call that makes a follow-up question standalone.
+const REWRITE: &str = "Rewrite the user's last question as one standalone search query that \
+     makes sense without the conversation. Answer with the query only.";
+
+/// The conversation's end and the question, for the rewrite.
+fn standalone_input(history: &[PromptMessage], question: &str) -> String {
+    let mut input = String::new();
+    for message in history
+        .iter()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        let who = match message.role {
+            PromptRole::User => "User",
+            PromptRole::Assistant => "Assistant",
+            PromptRole::System => continue,
+        };
+        let text: String = message.content.chars().take(500).collect();
+        input.push_str(&format!("{who}: {text}\n"));
+    }
+    input.push_str(&format!("User: {question}"));
+    input
+}
+
+/// The question with its white space made single spaces.
+fn normalise(question: &str) -> String {
+    question.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A search hit as a `sources` entry: a useful excerpt and a score from 0 to 1.
+fn source(hit: &Hit) -> Source {
+    let score = hit.score.max(0.0);
+    Source {
+        chunk_id: hit.chunk_id.clone(),
+        document_name: hit.document_name.clone(),
+        text: excerpt(&hit.text),
+        score: f64::from(score / (score + SCORE_HALF)),
+    }
+}
+
+/// The start of `text`, cut at a word boundary after at most [`EXCERPT_CHARS`].
+fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => {
+            let cut = text[..cut].rfind(char::is_whitespace).unwrap_or(cut);
+            format!("{}…", text[..cut].trim_end())
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether `pace` is an acceptable `tokens_per_second`.
 pub fn valid_pace(pace: f64) -> bool {
     pace == 0.0 || (MIN_TOKENS_PER_SECOND..=MAX_TOKENS_PER_SECOND).contains(&pace)
-}
-
-/// One generation to run.
-#[derive(Clone)]
-pub struct AnswerJob {
-    /// The model that writes it.
-    pub backend: Arc<dyn Backend>,
-    /// What to ask the model.
-    pub request: GenerationRequest,
-    /// The assistant message, named in `metadata`.
-    pub message_id: String,
-}
-
-/// Generates one answer: `stage`, the `token`s, then `metadata` (always, with the
-/// usage so far), with an `error` before it if generation failed. Stops at once when
-/// `cancel` fires, dropping the model's stream.
-pub async fn generate(job: AnswerJob, sink: &dyn EventSink, cancel: &CancellationToken) -> Ending {
-    let started = Instant::now();
-    let mut model = job.backend.model().to_owned();
-    let prompt_estimate = estimate_tokens(job.request.messages.iter().map(|m| m.content.as_str()));
-    let mut first_token = None;
-    let mut completion_tokens = 0u64;
-    let mut reported_usage = None;
-    let mut finish_reason = None;
-    let mut error = None;
-
-    sink.emit(ChatEvent::stage("generation"));
-    let ending = 'generate: {
-        let mut stream = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break 'generate Ending::Stopped,
-            generation = job.backend.generate(job.request) => match generation {
-                Ok(generation) => {
-                    model = generation.model;
-                    generation.stream
-                }
-                Err(failure) => {
-                    error = Some(error_event(failure));
-                    break 'generate Ending::Failed;
-                }
-            },
-        };
-        loop {
-            let item = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break 'generate Ending::Stopped,
-                item = stream.next() => item,
-            };
-            match item {
-                Some(Ok(Chunk::Text(text))) => {
-                    if text.is_empty() {
-                        continue;
-                    }
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    completion_tokens = completion_tokens.saturating_add(1);
-                    sink.emit(ChatEvent::token(text));
-                }
-                Some(Ok(Chunk::Usage(usage))) => reported_usage = Some(usage),
-                Some(Ok(Chunk::Finish(reason))) => finish_reason = Some(reason),
-                Some(Err(failure)) => {
-                    error = Some(error_event(failure));
-                    break 'generate Ending::Failed;
-                }
-                None => break 'generate Ending::Complete,
-            }
-        }
-    };
-
-    if let Some(error) = &error {
-        sink.emit(ChatEvent::Error(error.clone()));
-    }
-    let usage_estimated = reported_usage.is_none();
-    let usage = reported_usage.unwrap_or_else(|| Usage::new(prompt_estimate, completion_tokens));
-    sink.emit(ChatEvent::Metadata(Metadata {
-        message_id: job.message_id,
-        model,
-        usage,
-        timing: Timing {
-            ttft_ms: first_token.map(millis),
-            total_ms: millis(started.elapsed()),
-        },
-        finish_reason,
-        usage_estimated,
-    }));
-    ending
-}
-
-/// The `error` event of a backend failure: its clean message and code for the
-/// client; what only an operator should see (addresses, library messages) goes to
-/// the log.
-fn error_event(failure: crate::llm::LlmError) -> ErrorEvent {
-    match &failure.detail {
-        Some(detail) => tracing::warn!(code = %failure.code, %detail, "{}", failure.message),
-        None => tracing::warn!(code = %failure.code, "{}", failure.message),
-    }
-    ErrorEvent {
-        error: failure.message,
-        code: failure.code,
-        retryable: failure.retryable,
-    }
-}
-
-fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A rough token count for text the model did not count: about four characters a
-/// token, the usual rule of thumb for English with BPE tokenizers.
-pub fn estimate_tokens<'a>(texts: impl Iterator<Item = &'a str>) -> u64 {
-    texts
-        .map(|text| (text.chars().count() as u64).div_ceil(4))
-        .sum()
 }

@@ -1,7 +1,35 @@
 //! The prompt of a question: the system prompt, the end of the conversation so far
 //! (bounded in messages and characters), then the question.
 
-use crate::llm::{PromptMessage, PromptRole};
+use crate::llm::{Passage, PromptMessage, PromptRole};
+
+/// How the model is told to use the sources.
+const GROUNDING: &str = "Answer the question from the numbered sources below, and cite the \
+     sources you use as [1], [2]. If they do not hold the answer, say so.";
+
+/// The system message: the configured instructions, then, when there are passages,
+/// how to use them and the passages themselves, numbered from 1.
+pub fn system_with_sources(system: Option<&str>, passages: &[Passage]) -> Option<String> {
+    let system = system.filter(|s| !s.trim().is_empty());
+    if passages.is_empty() {
+        return system.map(str::to_owned);
+    }
+    let mut text = String::new();
+    if let Some(system) = system {
+        text.push_str(system);
+        text.push_str("\n\n");
+    }
+    text.push_str(GROUNDING);
+    for (n, passage) in passages.iter().enumerate() {
+        text.push_str(&format!(
+            "\n\n[{}] {}\n{}",
+            n + 1,
+            passage.title,
+            passage.text.trim()
+        ));
+    }
+    Some(text)
+}
 
 /// How much of the conversation goes with a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,10 +40,10 @@ pub struct HistoryLimits {
     pub chars: usize,
 }
 
-/// The messages to send: the system prompt first (the history's own system
-/// messages if it has any, else `system`), then the most recent of `history` that
-/// fit the limits (oldest dropped first), then `question`. Empty messages are left
-/// out.
+/// The messages to send: `system` first (the configured instructions and the
+/// sources), then the history's own system messages (as an OpenAI client sends
+/// them), then the most recent of the rest of `history` that fit the limits (oldest
+/// dropped first), then `question`. Empty messages are left out.
 pub fn build_prompt(
     system: Option<&str>,
     history: &[PromptMessage],
@@ -41,17 +69,14 @@ pub fn build_prompt(
         }
         earlier.push(message.clone());
     }
-    let mut prompt = Vec::with_capacity(earlier.len() + 2);
-    if given_system.is_empty() {
-        if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
-            prompt.push(PromptMessage {
-                role: PromptRole::System,
-                content: system.to_owned(),
-            });
-        }
-    } else {
-        prompt.extend(given_system.into_iter().cloned());
+    let mut prompt = Vec::with_capacity(earlier.len() + given_system.len() + 2);
+    if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
+        prompt.push(PromptMessage {
+            role: PromptRole::System,
+            content: system.to_owned(),
+        });
     }
+    prompt.extend(given_system.into_iter().cloned());
     prompt.extend(earlier.into_iter().rev());
     prompt.push(PromptMessage {
         role: PromptRole::User,
@@ -117,7 +142,28 @@ mod tests {
     }
 
     #[test]
-    fn a_system_message_in_the_history_replaces_the_configured_one() {
+    fn sources_are_numbered_after_the_instructions() {
+        let passages = [
+            Passage {
+                title: "tides.md › Causes".into(),
+                text: "The Moon pulls.".into(),
+            },
+            Passage {
+                title: "sun.md".into(),
+                text: "The Sun too. ".into(),
+            },
+        ];
+        let system = system_with_sources(Some("Be brief."), &passages).unwrap();
+        assert!(system.starts_with("Be brief.\n\nAnswer the question from the numbered sources"));
+        assert!(
+            system.ends_with("[1] tides.md › Causes\nThe Moon pulls.\n\n[2] sun.md\nThe Sun too.")
+        );
+        assert_eq!(system_with_sources(None, &[]), None);
+        assert_eq!(system_with_sources(Some("x"), &[]).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_system_message_in_the_history_follows_the_configured_one() {
         let history = vec![
             message(PromptRole::System, "Answer in French."),
             message(PromptRole::User, "hi"),
@@ -127,7 +173,8 @@ mod tests {
             chars: 1000,
         };
         let prompt = build_prompt(Some("Be brief."), &history, "and now?", limits);
-        assert_eq!(prompt[0], message(PromptRole::System, "Answer in French."));
-        assert_eq!(prompt.len(), 3);
+        assert_eq!(prompt[0], message(PromptRole::System, "Be brief."));
+        assert_eq!(prompt[1], message(PromptRole::System, "Answer in French."));
+        assert_eq!(prompt.len(), 4);
     }
 }

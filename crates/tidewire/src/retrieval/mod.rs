@@ -18,6 +18,8 @@ pub mod seed;
 
 use async_trait::async_trait;
 
+/// The collection of requests that name none.
+pub const DEFAULT_COLLECTION: &str = "default";
 pub use chunk::{Chunk, ChunkSettings};
 pub use library::{IngestOutcome, IngestStatus, Library, LibraryError, LibrarySettings, Upload};
 pub use parse::{Block, Format, ParseError};

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tidewire_protocol::api::Role;
-use tidewire_protocol::{MessageStatus, Usage};
+use tidewire_protocol::{MessageStatus, Source, Usage};
 
 pub use sqlite::SqliteStore;
 
@@ -111,6 +111,12 @@ pub struct MessageRecord {
     pub usage: Option<Usage>,
     /// The error that ended an answer, as (code, message).
     pub error: Option<(String, String)>,
+    /// The sources an answer drew on.
+    pub sources: Vec<Source>,
+    /// An answer's quality score, if scored.
+    pub quality_score: Option<f64>,
+    /// The follow-up questions suggested with an answer.
+    pub follow_up_questions: Vec<String>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -157,6 +163,12 @@ pub struct FinishedMessage {
     pub usage: Option<Usage>,
     /// The error that ended it, as (code, message).
     pub error: Option<(String, String)>,
+    /// The sources it drew on.
+    pub sources: Vec<Source>,
+    /// Its quality score, if scored.
+    pub quality_score: Option<f64>,
+    /// The follow-up questions suggested with it.
+    pub follow_up_questions: Vec<String>,
 }
 
 /// New text of a running answer since its last flush.

@@ -30,13 +30,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// The server with a configuration adjusted by `adjust`.
+/// The server with a configuration adjusted by `adjust`. The base is the engine's
+/// configuration: the deterministic `synthetic` backend and generation alone, so
+/// the engine's tests see exactly the events they assert; the pipeline's own tests
+/// turn the stages back on (`config.pipeline = PipelineConfig::default()`).
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: data_dir.path().to_owned(),
+        pipeline: tidewire::config::PipelineConfig::generation_only(),
         ..Config::default()
     };
+    config.llm.default = "synthetic".into();
     adjust(&mut config);
     spawn_on(config, data_dir).await
 }

@@ -42,6 +42,12 @@ impl MockUpstream {
         format!("http://{}/{scenario}/v1", self.addr)
     }
 
+    /// The URL of a JSON answer service (`POST {query}` → `{response, confidence,
+    /// sources}`) for `scenario`.
+    pub fn service_url(&self, scenario: &str) -> String {
+        format!("http://{}/{scenario}/api/ask", self.addr)
+    }
+
     /// An Ollama base URL for `scenario`.
     pub fn ollama_url(&self, scenario: &str) -> String {
         format!("http://{}/{scenario}", self.addr)
@@ -70,6 +76,7 @@ pub async fn start_upstream() -> MockUpstream {
     let app = Router::new()
         .route("/{scenario}/v1/chat/completions", post(openai))
         .route("/{scenario}/api/chat", post(ollama))
+        .route("/{scenario}/api/ask", post(answer_service))
         .with_state(Arc::clone(&seen));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -444,4 +451,30 @@ async fn ollama(
         _ => return (StatusCode::NOT_FOUND, "no such scenario").into_response(),
     };
     stream_response(seen, "application/x-ndjson", steps)
+}
+
+/// An answer service in the shape of seed 001's ML backend: one JSON document.
+async fn answer_service(
+    State(seen): State<Arc<Mutex<Seen>>>,
+    Path(scenario): Path<String>,
+    body: axum::Json<Value>,
+) -> Response {
+    seen.lock()
+        .unwrap()
+        .requests
+        .push((scenario.clone(), body.0.clone()));
+    match scenario.as_str() {
+        "service" => axum::Json(json!({
+            "response": format!("The tide answer to {}.", body.0["query"].as_str().unwrap_or("?")),
+            "confidence": 0.87,
+            "sources": [{"title": "Tide tables", "content": "High water at 06:12.", "score": 0.9}, "almanac.pdf"]
+        }))
+        .into_response(),
+        // Slower than any test's deadline.
+        "service-slow" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            axum::Json(json!({"response": "too late"})).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "no such scenario").into_response(),
+    }
 }

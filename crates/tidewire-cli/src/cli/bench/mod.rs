@@ -570,6 +570,7 @@ async fn overhead(
     let mut direct = histogram();
     for index in 0..warmup + args.requests {
         let request = GenerationRequest {
+            context: Vec::new(),
             messages: vec![PromptMessage {
                 role: PromptRole::User,
                 content: format!("benchmark question number {index}"),

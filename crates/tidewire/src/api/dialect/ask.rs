@@ -171,7 +171,12 @@ pub async fn handle(
         if query.trim().is_empty() {
             return Ok(None);
         }
-        let request = run_request(&state, query.clone(), ConversationRef::New)?;
+        let request = run_request(
+            &state,
+            query.clone(),
+            ConversationRef::New,
+            super::default_scope(),
+        )?;
         Ok(Some((start(&state, request).await?, query)))
     };
     match started.await {

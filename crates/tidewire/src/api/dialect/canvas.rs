@@ -163,27 +163,37 @@ pub async fn respond(
 ) -> Response {
     let started = async {
         let message = string_field(body, "user_message")?.unwrap_or_default();
-        // The canvas' own scope; retrieval will use it, the run does not need it.
-        for name in ["project_id", "chat_node_id"] {
-            string_field(body, name)?;
-        }
-        if let Some(ids) = body.get("context_node_ids")
-            && !ids.is_null()
-            && !ids
-                .as_array()
-                .is_some_and(|ids| ids.iter().all(Value::is_string))
-        {
-            return Err(ApiError::unprocessable(
-                "invalid_request",
-                "context_node_ids must be an array of strings",
-            ));
-        }
+        string_field(body, "chat_node_id")?;
+        // A project is a collection of documents, and the nodes in context are the
+        // documents the answer may draw on (all of the project's when none).
+        let collection = string_field(body, "project_id")?
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| crate::retrieval::DEFAULT_COLLECTION.to_owned());
+        let documents = match body.get("context_node_ids") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(ids)) if ids.iter().all(Value::is_string) => Some(
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            )
+            .filter(|ids| !ids.is_empty()),
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_request",
+                    "context_node_ids must be an array of strings",
+                ));
+            }
+        };
+        let scope = crate::retrieval::Scope {
+            collection,
+            documents,
+        };
         let conversation = match string_field(body, "conversation_id")? {
             Some(id) => ConversationRef::Existing(id),
             None => ConversationRef::New,
         };
         let announce = conversation == ConversationRef::New;
-        let request = run_request(state, message, conversation)?;
+        let request = run_request(state, message, conversation, scope)?;
         Ok((start(state, request).await?, announce))
     };
     match started.await {

@@ -197,7 +197,7 @@ pub async fn handle(
             Some(id) => ConversationRef::Named(id),
             None => ConversationRef::New,
         };
-        let request = run_request(&state, message, conversation)?;
+        let request = run_request(&state, message, conversation, super::default_scope())?;
         Ok((start(&state, request).await?, stream))
     };
     match started.await {

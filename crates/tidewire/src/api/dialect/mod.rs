@@ -36,6 +36,12 @@ use super::error::ApiError;
 use super::sse::{StreamSettings, event_stream, sse_response};
 use crate::hub::{Started, WireFormat};
 use crate::pipeline::{ConversationRef, RunRequest};
+use crate::retrieval::{DEFAULT_COLLECTION, Scope};
+
+/// The scope of the dialects whose clients name no collection.
+pub fn default_scope() -> Scope {
+    Scope::collection(DEFAULT_COLLECTION)
+}
 
 /// The longest conversation id a client may choose.
 const MAX_CONVERSATION_ID: usize = 255;
@@ -118,6 +124,7 @@ pub fn run_request(
     state: &AppState,
     message: String,
     conversation: ConversationRef,
+    scope: Scope,
 ) -> Result<RunRequest, ApiError> {
     if message.trim().is_empty() {
         return Err(ApiError::unprocessable(
@@ -152,6 +159,7 @@ pub fn run_request(
     Ok(RunRequest {
         conversation,
         message,
+        scope,
         options,
     })
 }

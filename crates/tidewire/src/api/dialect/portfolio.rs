@@ -164,7 +164,7 @@ pub async fn handle(
             Some(id) => ConversationRef::Named(id),
             None => ConversationRef::New,
         };
-        let request = run_request(&state, text, conversation)?;
+        let request = run_request(&state, text, conversation, super::default_scope())?;
         start(&state, request).await
     };
     match started.await {

@@ -140,7 +140,7 @@ pub async fn respond(
             (None, Some(session)) => ConversationRef::Named(session),
             (None, None) => ConversationRef::New,
         };
-        let request = run_request(state, message, conversation)?;
+        let request = run_request(state, message, conversation, super::default_scope())?;
         start(state, request).await
     };
     match started.await {

@@ -155,6 +155,9 @@ struct MessageRow {
     completion_tokens: Option<i64>,
     error_code: Option<String>,
     error_message: Option<String>,
+    sources: Option<String>,
+    quality_score: Option<f64>,
+    follow_up_questions: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -193,6 +196,16 @@ impl From<MessageRow> for MessageRecord {
             model: row.model,
             usage,
             error: row.error_code.zip(row.error_message),
+            // Written by the store itself as JSON; unreadable is treated as none.
+            sources: row
+                .sources
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default(),
+            quality_score: row.quality_score,
+            follow_up_questions: row
+                .follow_up_questions
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default(),
             created_at: Timestamp(row.created_at),
             updated_at: Timestamp(row.updated_at),
         }
@@ -205,6 +218,7 @@ const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, \
                                FROM answer_parts p WHERE p.message_id = messages.id), '') AS content, \
                                status, run_id, model, \
                                prompt_tokens, completion_tokens, error_code, error_message, \
+                               sources, quality_score, follow_up_questions, \
                                created_at, updated_at";
 
 #[async_trait]
@@ -389,6 +403,9 @@ mod tests {
             model: Some("synthetic".into()),
             usage: Some(Usage::new(2, 3)),
             error: None,
+            sources: Vec::new(),
+            quality_score: Some(0.5),
+            follow_up_questions: vec!["why?".into()],
         });
         let (flushed, finished) = tokio::join!(flush, finish);
         flushed.unwrap();
@@ -407,6 +424,8 @@ mod tests {
         assert_eq!(stored.content, "whole answer");
         assert_eq!(stored.status, MessageStatus::Complete);
         assert_eq!(stored.usage, Some(Usage::new(2, 3)));
+        assert_eq!(stored.quality_score, Some(0.5));
+        assert_eq!(stored.follow_up_questions, ["why?"]);
 
         // A delete between turns keeps its place in the order.
         let (deleted, after) = tokio::join!(

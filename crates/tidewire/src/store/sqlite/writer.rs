@@ -369,7 +369,8 @@ async fn finish(
     let mut query = QueryBuilder::<Sqlite>::new(
         "UPDATE messages SET content = v.column2, status = v.column3, model = v.column4, \
          prompt_tokens = v.column5, completion_tokens = v.column6, error_code = v.column7, \
-         error_message = v.column8, updated_at = ",
+         error_message = v.column8, sources = v.column9, quality_score = v.column10, \
+         follow_up_questions = v.column11, updated_at = ",
     );
     query.push_bind(now).push(" FROM (");
     query.push_values(messages, |mut row, message| {
@@ -381,7 +382,10 @@ async fn finish(
             .push_bind(message.usage.map(|u| to_i64(u.prompt_tokens)))
             .push_bind(message.usage.map(|u| to_i64(u.completion_tokens)))
             .push_bind(code)
-            .push_bind(text);
+            .push_bind(text)
+            .push_bind(json_list(&message.sources))
+            .push_bind(message.quality_score)
+            .push_bind(json_list(&message.follow_up_questions));
     });
     query.push(") AS v WHERE messages.id = v.column1");
     let rows = query.build().execute(&mut *conn).await?.rows_affected();
@@ -431,6 +435,13 @@ async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sq
         Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => return Ok(Outcome::Rows(0)),
     };
     Ok(Outcome::Rows(rows.rows_affected()))
+}
+
+/// A non-empty list as JSON; `None` (NULL) for an empty one.
+fn json_list<T: serde::Serialize>(items: &[T]) -> Option<String> {
+    (!items.is_empty())
+        .then(|| serde_json::to_string(items).ok())
+        .flatten()
 }
 
 pub(super) fn to_i64(n: u64) -> i64 {
