@@ -155,9 +155,28 @@ impl ChunkIndex {
         };
         std::fs::create_dir_all(dir).map_err(|error| failed(error.to_string()))?;
         let directory = MmapDirectory::open(dir).map_err(|error| failed(error.to_string()))?;
-        let created = !Index::exists(&directory).map_err(|error| failed(error.to_string()))?;
+        let mut created = !Index::exists(&directory).map_err(|error| failed(error.to_string()))?;
         let (schema, fields) = schema();
-        let index = Index::open_or_create(directory, schema)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Err(tantivy::TantivyError::SchemaError(_)) => {
+                // Written by a tidewire whose index had other fields or analyzers:
+                // the index is only a derived copy of the documents, so it is
+                // rebuilt empty (the library then forgets their records, so the
+                // files go in again) rather than refusing to start.
+                tracing::warn!(
+                    path = %dir.display(),
+                    "the index was written with another schema; starting a new one \
+                     (documents must be ingested again)"
+                );
+                std::fs::remove_dir_all(dir).map_err(|error| failed(error.to_string()))?;
+                std::fs::create_dir_all(dir).map_err(|error| failed(error.to_string()))?;
+                let directory =
+                    MmapDirectory::open(dir).map_err(|error| failed(error.to_string()))?;
+                created = true;
+                Index::create(directory, schema, tantivy::IndexSettings::default())?
+            }
+            opened => opened?,
+        };
         // Analyzers are not stored with the index: registered at every open.
         index.tokenizers().register(TOKENIZER, analyzer());
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;

@@ -155,6 +155,10 @@ impl Library {
         });
         library.reconcile(created).await?;
         let marker = seed::marker(data_dir);
+        if created {
+            // A new index holds nothing: the documentation goes in again.
+            let _ = tokio::fs::remove_file(&marker).await;
+        }
         if settings.seed_docs && !marker.exists() {
             let seeding = tokio::spawn(Arc::clone(&library).seed(marker));
             *library

@@ -164,3 +164,42 @@ async fn a_batch_with_one_unreadable_document_writes_nothing() {
     assert!(library.list(None).await.unwrap().is_empty());
     assert!(names(&library, "puffins").await.is_empty());
 }
+
+#[tokio::test]
+async fn an_index_of_another_schema_is_started_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let (library, store) = open(dir.path()).await;
+    library
+        .ingest(
+            "a.md",
+            Some("/n/a.md"),
+            b"Terns.".to_vec(),
+            Format::Markdown,
+            "c",
+        )
+        .await
+        .unwrap();
+    drop((library, store));
+    // An index as another version would have written it.
+    let index_dir = dir.path().join("index");
+    std::fs::remove_dir_all(&index_dir).unwrap();
+    std::fs::create_dir_all(&index_dir).unwrap();
+    let mut other = tantivy::schema::Schema::builder();
+    other.add_text_field("body", tantivy::schema::TEXT);
+    tantivy::Index::create_in_dir(&index_dir, other.build()).unwrap();
+
+    let (library, _store) = open(dir.path()).await;
+    assert!(library.list(None).await.unwrap().is_empty());
+    let again = library
+        .ingest(
+            "a.md",
+            Some("/n/a.md"),
+            b"Terns.".to_vec(),
+            Format::Markdown,
+            "c",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, IngestStatus::Added);
+    assert_eq!(names(&library, "terns").await, ["a.md"]);
+}
