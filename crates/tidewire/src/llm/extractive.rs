@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tidewire_protocol::Usage;
 
-use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, PromptRole, TokenStream};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, TokenStream};
 use crate::text;
 
 /// At most this many sentences make an answer.
@@ -39,19 +39,7 @@ impl Backend for Extractive {
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
-        let question = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == PromptRole::User)
-            .map(|m| m.content.as_str())
-            .unwrap_or_default();
-        let answer = compose(question, &request.context);
-        let prompt_words: usize = request
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count())
-            .sum();
+        let answer = compose(request.question(), &request.context);
         let words = words_with_spaces(&answer);
         let limit = usize::try_from(request.max_tokens).unwrap_or(usize::MAX);
         let finish = if words.len() > limit {
@@ -60,7 +48,7 @@ impl Backend for Extractive {
             "stop"
         };
         let words: Vec<String> = words.into_iter().take(limit).collect();
-        let usage = Usage::new(prompt_words as u64, words.len() as u64);
+        let usage = Usage::new(request.prompt_words(), words.len() as u64);
         let interval = (request.tokens_per_second > 0.0)
             .then(|| Duration::try_from_secs_f64(1.0 / request.tokens_per_second).ok())
             .flatten();

@@ -85,6 +85,25 @@ pub struct GenerationRequest {
     pub tokens_per_second: f64,
 }
 
+impl GenerationRequest {
+    /// The user's newest message: the question being answered.
+    pub fn question(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == PromptRole::User)
+            .map_or("", |m| m.content.as_str())
+    }
+
+    /// How many words the prompt has, for backends that count words as tokens.
+    pub fn prompt_words(&self) -> u64 {
+        self.messages
+            .iter()
+            .map(|m| m.content.split_whitespace().count() as u64)
+            .sum()
+    }
+}
+
 /// One item of a token stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {

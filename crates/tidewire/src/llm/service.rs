@@ -17,7 +17,7 @@ use tidewire_protocol::{Source, Usage};
 use tokio::time::Instant;
 
 use super::http::{self, MAX_JSON_BODY_BYTES};
-use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, PromptRole, TokenStream};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, TokenStream};
 
 /// Where the parts of an answer are in the service's response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,13 +94,7 @@ impl Backend for Service {
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let deadline = Instant::now() + self.timeout;
-        let question = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == PromptRole::User)
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
+        let question = request.question().to_owned();
         let body = fill(&self.shape.body, &question);
         let exchange = async {
             let response = self

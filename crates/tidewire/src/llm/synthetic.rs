@@ -14,7 +14,7 @@ use futures_util::Stream;
 use tidewire_protocol::Usage;
 use tokio::time::{Instant, Sleep};
 
-use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, PromptRole, TokenStream};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, TokenStream};
 
 const WORDS: &[&str] = &[
     "stream", "token", "answer", "river", "signal", "quiet", "bright", "model", "event", "ocean",
@@ -45,18 +45,8 @@ impl Backend for Synthetic {
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
-        let prompt = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == PromptRole::User)
-            .map(|m| m.content.as_str())
-            .unwrap_or_default();
-        let prompt_tokens = request
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count() as u64)
-            .sum();
+        let prompt = request.question();
+        let prompt_tokens = request.prompt_words();
         let stream: TokenStream = Box::pin(SyntheticStream::new(
             prompt,
             prompt_tokens,
@@ -198,7 +188,7 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
-    use crate::llm::PromptMessage;
+    use crate::llm::{PromptMessage, PromptRole};
 
     fn request(message: &str, max_tokens: u32, tokens_per_second: f64) -> GenerationRequest {
         GenerationRequest {
