@@ -140,24 +140,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 
 /// Checks the message and the options, and turns the body into a run request.
 fn validate(state: &AppState, request: ChatRequest) -> Result<RunRequest, ApiError> {
-    let config = &state.config;
-    if request.message.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "empty_message",
-            "message must not be empty",
-        ));
-    }
-    if request.message.len() > config.max_message_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "message_too_long",
-            format!(
-                "message is {} bytes; the limit is {} bytes",
-                request.message.len(),
-                config.max_message_bytes
-            ),
-        ));
-    }
+    check_message(state, &request.message)?;
     let given = request.options.unwrap_or_default();
     let options = state
         .hub
@@ -177,6 +160,28 @@ fn validate(state: &AppState, request: ChatRequest) -> Result<RunRequest, ApiErr
         },
         options,
     })
+}
+
+/// A message must have text and fit the limit: 422, or 413, on every route.
+pub fn check_message(state: &AppState, message: &str) -> Result<(), ApiError> {
+    if message.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "empty_message",
+            "the message must not be empty",
+        ));
+    }
+    let limit = state.config.max_message_bytes;
+    if message.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_long",
+            format!(
+                "the message is {} bytes; the limit is {limit} bytes",
+                message.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The `Idempotency-Key` header, if any.

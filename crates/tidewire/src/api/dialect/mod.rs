@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, StatusCode, Version};
+use axum::http::{HeaderMap, Version};
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
@@ -126,23 +126,7 @@ pub fn run_request(
     conversation: ConversationRef,
     scope: Scope,
 ) -> Result<RunRequest, ApiError> {
-    if message.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "empty_message",
-            "the message must not be empty",
-        ));
-    }
-    if message.len() > state.config.max_message_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "message_too_long",
-            format!(
-                "the message is {} bytes; the limit is {} bytes",
-                message.len(),
-                state.config.max_message_bytes
-            ),
-        ));
-    }
+    super::chat::check_message(state, &message)?;
     if let ConversationRef::Named(id) | ConversationRef::Existing(id) = &conversation
         && (id.is_empty() || id.len() > MAX_CONVERSATION_ID)
     {
