@@ -5,8 +5,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Stream, TestApp, spawn_app_with};
-use tidewire::config::PipelineConfig;
+use support::upstream::{MockUpstream, start_upstream};
+use support::{Event, Stream, TestApp, read_stream_body, read_until, spawn_app_with};
+use tidewire::config::{BackendConfig, BackendKind, PipelineConfig};
 
 const TIDES: &str = "# Tides\n\nTides are the rise and fall of the sea. They are caused by the \
     gravity of the Moon and, to a lesser degree, of the Sun.\n\n## Spring tides\n\nWhen the Sun \
@@ -219,4 +220,139 @@ async fn a_cancel_during_generation_stops_the_stages_after_it() {
     let names: Vec<&str> = rest.iter().map(|e| e.name.as_str()).collect();
     assert!(!names.contains(&"quality_score") && !names.contains(&"follow_up_questions"));
     assert_eq!(rest.last().unwrap().data["status"], "cancelled");
+}
+
+/// The corpus answered by a mock language model playing `scenario`.
+async fn app_with_model(mock: &MockUpstream, scenario: &str) -> TestApp {
+    let url = mock.openai_url(scenario);
+    app_with_corpus(|config| {
+        let model = BackendConfig {
+            kind: BackendKind::Openai,
+            url: Some(url),
+            model: Some("test-model".into()),
+            api_key: None,
+            connect_timeout: None,
+            first_token_timeout: None,
+            idle_timeout: None,
+            total_timeout: None,
+            request_body: None,
+            answer_path: None,
+            confidence_path: None,
+            sources_path: None,
+        };
+        config.llm.backends.insert("model".into(), model);
+        config.llm.default = "model".into();
+    })
+    .await
+}
+
+fn is_stage(name: &'static str) -> impl Fn(&Event) -> bool {
+    move |event| event.name == "stage" && event.data["stage"] == name
+}
+
+/// The mock's requests that asked to rewrite a question.
+fn rewrites(mock: &MockUpstream, scenario: &str) -> Vec<Value> {
+    mock.requests(scenario)
+        .into_iter()
+        .filter(|body| {
+            body["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|system| system.starts_with("Rewrite"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_follow_up_question_is_searched_as_the_model_rewrote_it() {
+    let mock = start_upstream().await;
+    let app = app_with_model(&mock, "pipeline").await;
+    let first = app
+        .chat_stream(json!({"message": "Tell me about volcanoes."}))
+        .await;
+    assert!(
+        rewrites(&mock, "pipeline").is_empty(),
+        "a first question has nothing to be made standalone against"
+    );
+    // Every word of this is a stop word: searched as asked, it finds nothing.
+    let follow_up = app
+        .chat_stream(json!({
+            "conversation_id": first.conversation_id(),
+            "message": "What does it do then?"
+        }))
+        .await;
+    let rewrites = rewrites(&mock, "pipeline");
+    assert_eq!(rewrites.len(), 1);
+    let input = rewrites[0]["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        input.contains("User: Tell me about volcanoes.")
+            && input.ends_with("What does it do then?"),
+        "{input}"
+    );
+    let sources = event(&follow_up, "sources")["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["document_name"], "volcanoes.md", "{sources:?}");
+    // The question stored and shown is the user's own.
+    let messages = app.messages(&first.conversation_id()).await;
+    assert_eq!(messages[2]["content"], "What does it do then?");
+}
+
+#[tokio::test]
+async fn a_cancel_during_query_analysis_stops_before_retrieval() {
+    let mock = start_upstream().await;
+    let app = app_with_model(&mock, "pipeline-slow-rewrite").await;
+    let first = app
+        .chat_stream(json!({"message": "Tell me about volcanoes."}))
+        .await;
+    let response = app
+        .chat(json!({"conversation_id": first.conversation_id(), "message": "And then?"}))
+        .await;
+    let mut body = response.bytes_stream();
+    let seen = read_until(&mut body, is_stage("query_analysis")).await;
+    let run_id = seen[0].data["run_id"].as_str().unwrap();
+    let asked = std::time::Instant::now();
+    let (status, _) = app.post_json(&format!("/api/runs/{run_id}/cancel")).await;
+    assert_eq!(status, 200);
+    let rest = read_stream_body(&mut body).await;
+    // The rewrite hangs for 30 s: the cancel did not wait for it.
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    let names: Vec<&str> = rest.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["metadata", "done"], "{rest:?}");
+    assert_eq!(rest[1].data["status"], "cancelled");
+    let messages = app.messages(&first.conversation_id()).await;
+    assert_eq!(messages[3]["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_cancel_during_follow_ups_keeps_the_answer_and_its_score() {
+    let mock = start_upstream().await;
+    let app = app_with_model(&mock, "pipeline-slow-follow-ups").await;
+    let response = app.chat(json!({"message": "What is lava?"})).await;
+    let mut body = response.bytes_stream();
+    let seen = read_until(&mut body, is_stage("follow_ups")).await;
+    let names: Vec<&str> = seen.iter().map(|e| e.name.as_str()).collect();
+    assert!(names.contains(&"quality_score"), "{names:?}");
+    let run_id = seen[0].data["run_id"].as_str().unwrap();
+    let asked = std::time::Instant::now();
+    let (status, _) = app.post_json(&format!("/api/runs/{run_id}/cancel")).await;
+    assert_eq!(status, 200);
+    let rest = read_stream_body(&mut body).await;
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    let names: Vec<&str> = rest.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["metadata", "done"], "{rest:?}");
+    assert_eq!(rest[1].data["status"], "cancelled");
+    let conversation = seen[0].data["conversation_id"].as_str().unwrap();
+    let answer = &app.messages(conversation).await[1];
+    assert_eq!(answer["status"], "cancelled");
+    assert_eq!(answer["content"], "Magma comes out [1].");
+    assert!(answer["quality_score"].is_number(), "{answer}");
+}
+
+#[tokio::test]
+async fn follow_ups_come_from_the_model_when_there_is_one() {
+    let mock = start_upstream().await;
+    let app = app_with_model(&mock, "pipeline").await;
+    let stream = app.chat_stream(json!({"message": "What is lava?"})).await;
+    assert_eq!(
+        event(&stream, "follow_up_questions")["follow_up_questions"],
+        json!(["Why do volcanoes erupt?", "What is lava made of?"])
+    );
 }

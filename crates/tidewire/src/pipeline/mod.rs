@@ -450,6 +450,10 @@ impl Pipeline {
                     return questions;
                 }
             }
+            if cancel.is_cancelled() {
+                // The answer was stopped, not the model found wanting.
+                return Vec::new();
+            }
             tracing::debug!("no follow-ups from the model; deriving them from the sources");
         }
         follow_ups::from_sources(question, hits)

@@ -356,6 +356,31 @@ pub async fn read_events(
     events
 }
 
+/// Reads events from a streaming response until one satisfies `stop` (it is the
+/// last one returned).
+pub async fn read_until(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    stop: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut decoder = tidewire_sse::Decoder::new();
+    let mut events = Vec::new();
+    loop {
+        while let Some(event) = decoder.next_event() {
+            let event = Event::from_wire(event.unwrap());
+            let done = stop(&event);
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+            .await
+            .expect("event in time")
+            .expect("the stream went on");
+        decoder.push(&chunk.unwrap());
+    }
+}
+
 /// Reads a streaming response's body to its end and decodes its events.
 pub async fn read_stream_body(
     body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),

@@ -341,6 +341,35 @@ async fn openai(
                 ]
             })
             .collect(),
+        // A model in the answer pipeline: the rewrite and follow-up side calls are
+        // told apart by their instructions (the system message); `-slow-rewrite`
+        // and `-slow-follow-ups` hang on that call.
+        name if name.starts_with("pipeline") => {
+            let system = body.0["messages"][0]["content"].as_str().unwrap_or("");
+            let (reply, hang) = if system.starts_with("Rewrite") {
+                (
+                    "What comes out of a volcano when it erupts?",
+                    name == "pipeline-slow-rewrite",
+                )
+            } else if system.starts_with("Suggest") {
+                (
+                    "Why do volcanoes erupt?\nWhat is lava made of?",
+                    name == "pipeline-slow-follow-ups",
+                )
+            } else {
+                ("Magma comes out [1].", false)
+            };
+            let mut steps = Vec::new();
+            if hang {
+                steps.push(Step::Wait(Duration::from_secs(30)));
+            }
+            steps.extend([
+                send(chunk(reply)),
+                send(finish("stop")),
+                send("data: [DONE]\n\n"),
+            ]);
+            steps
+        }
         // Rate limited once, with Retry-After, then fine.
         "429" if count == 1 => {
             return json_error(
