@@ -81,6 +81,20 @@ def machine():
     }
 
 
+def retrieval_p99(results):
+    """(chunks, search p99 in ms) of the largest corpus the retrieval benchmark searched."""
+    path = os.path.join(results, "retrieval.md")
+    if not os.path.exists(path):
+        return None
+    rows = []
+    with open(path) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 7 and cells[0].isdigit():
+                rows.append((int(cells[0]), float(cells[5].split()[0])))
+    return max(rows) if rows else None
+
+
 def codec_rows(target):
     """Events per second of each decoder in each group, from criterion's estimates."""
     groups = [
@@ -169,6 +183,10 @@ def write_report(results, out, quick):
         if rates.get("sseer"):
             x = rates["tidewire-sse"] / rates["sseer"]
             add(f"| decoder {title} vs sseer | faster (bar) | {x:.1f}× | {met(x > 1)} |")
+    search = retrieval_p99(results)
+    if search:
+        chunks, p99 = search
+        add(f"| search p99 at {chunks:,} chunks | aim: under 10 ms at 100k | {p99:.2f} ms | {met(chunks >= 100000 and p99 < 10)} |")
     add("")
     missed = [c for c in cs_all if c > (paced_best or 0)]
     over = r(f"paced-{missed[0]}", "tidewire") if missed else None
@@ -344,6 +362,22 @@ def write_report(results, out, quick):
             f"{fmt(rates.get('sseer'), 0)} | {fmt(rates.get('eventsource-stream'), 0)} | "
             f"{ratio(t, rates.get('eventsource-stream'))} | {ratio(t, rates.get('sseer'))} |")
     add("")
+
+    # Documents and retrieval: the benchmark prints its own Markdown.
+    retrieval = os.path.join(results, "retrieval.md")
+    if os.path.exists(retrieval):
+        add("## Documents and retrieval")
+        add("")
+        add("`cargo bench -p tidewire --bench retrieval` (`crates/tidewire/benches/retrieval.rs`):")
+        add("ingest and search on a generated corpus, the time the pipeline adds before the")
+        add("first token, and hit@3 on the labelled questions of `bench/retrieval-questions.tsv`.")
+        add("")
+        with open(retrieval) as f:
+            for line in f.read().splitlines():
+                if line.startswith("## "):
+                    continue
+                add(line)
+        add("")
 
     # The load generator.
     add("## Is the load generator the bottleneck?")

@@ -177,6 +177,13 @@ else
     cargo bench -p tidewire-sse --features stream --bench decode --quiet >"$RESULTS/codec.txt" 2>&1
 fi
 
+log "retrieval benchmark (cargo bench -p tidewire --bench retrieval)"
+if [ "$QUICK" = 1 ]; then
+    TIDEWIRE_BENCH_CHUNKS=10000 cargo bench -p tidewire --bench retrieval --quiet >"$RESULTS/retrieval.md" 2>"$RESULTS/retrieval.stderr"
+else
+    cargo bench -p tidewire --bench retrieval --quiet >"$RESULTS/retrieval.md" 2>"$RESULTS/retrieval.stderr"
+fi
+
 log "writing BENCHMARKS.md"
 BENCH_COMMIT="$RUN_COMMIT" python3 bench/report.py --results "$RESULTS" --out BENCHMARKS.md --quick "$QUICK"
 log "done: BENCHMARKS.md"
