@@ -23,6 +23,8 @@ pub struct Answer {
     pub usage: Option<Usage>,
     /// The model that answered, from `metadata`.
     pub model: Option<String>,
+    /// Why the model stopped (`stop`, `length`...), from `metadata`, when it said.
+    pub finish_reason: Option<String>,
     /// The `error` that ended the run, if any.
     pub error: Option<ErrorEvent>,
 }
@@ -37,6 +39,7 @@ impl Default for Answer {
             follow_up_questions: Vec::new(),
             usage: None,
             model: None,
+            finish_reason: None,
             error: None,
         }
     }
@@ -56,6 +59,7 @@ impl Answer {
             ChatEvent::Metadata(metadata) => {
                 self.usage = Some(metadata.usage);
                 self.model = Some(metadata.model.clone());
+                self.finish_reason.clone_from(&metadata.finish_reason);
             }
             ChatEvent::Error(error) => self.error = Some((**error).clone()),
             ChatEvent::Done(done) => self.status = done.status,

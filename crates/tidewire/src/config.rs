@@ -93,6 +93,8 @@ pub struct Config {
     /// Where the front ends' dialects are mounted, and how their streams behave
     /// (TOML only: the `[dialects]` table).
     pub dialects: DialectsConfig,
+    /// The OpenAI-compatible routes under `/v1` (TOML only: the `[openai]` table).
+    pub openai: OpenAiConfig,
     /// The answer pipeline's stages and limits (TOML only: the `[pipeline]` table).
     pub pipeline: PipelineConfig,
     /// Documents and their search (TOML only: the `[documents]` table).
@@ -289,6 +291,31 @@ impl DialectsConfig {
     }
 }
 
+/// The `[openai]` table: the OpenAI-compatible routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Serve `/v1/chat/completions` and `/v1/models`.
+    pub enabled: bool,
+    /// Keepalive comment interval on their streams.
+    #[serde(with = "duration")]
+    pub keepalive: Duration,
+    /// A client that goes away (the SDKs stop a stream by closing it) cancels its
+    /// run after this long; `off` lets the run finish.
+    #[serde(with = "duration::off")]
+    pub cancel_on_disconnect: Option<Duration>,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keepalive: Duration::from_secs(15),
+            cancel_on_disconnect: Some(Duration::from_secs(3)),
+        }
+    }
+}
+
 /// One dialect's route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -330,6 +357,7 @@ impl Default for Config {
             llm_api_key: None,
             llm: LlmConfig::default(),
             dialects: DialectsConfig::default(),
+            openai: OpenAiConfig::default(),
             pipeline: PipelineConfig::default(),
             documents: DocumentsConfig::default(),
         }
@@ -572,6 +600,11 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
         self.dialects.validate().map_err(ConfigError::Invalid)?;
+        if self.openai.keepalive.is_zero() {
+            return Err(ConfigError::Invalid(
+                "openai.keepalive must be more than 0".into(),
+            ));
+        }
         self.documents.validate().map_err(ConfigError::Invalid)?;
         if self.keepalive.is_zero() {
             return invalid("keepalive must be more than 0");

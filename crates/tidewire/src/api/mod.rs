@@ -10,6 +10,7 @@ pub mod dialect;
 mod documents;
 mod error;
 pub mod native;
+pub mod openai;
 mod runs;
 pub mod sse;
 
@@ -65,9 +66,21 @@ pub fn router(state: AppState) -> Router {
     // streams stay streams.
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
-        .allow_methods([axum::http::Method::POST])
-        .allow_headers(tower_http::cors::Any);
-    dialect_routes(Router::new(), &state.config.dialects)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers(tower_http::cors::Any);
+    let mut front_ends = dialect_routes(Router::new(), &state.config.dialects);
+    if state.config.openai.enabled {
+        // The OpenAI SDKs run in browsers too.
+        let preflight = || async { StatusCode::NO_CONTENT };
+        front_ends = front_ends
+            .route(
+                "/v1/chat/completions",
+                post(openai::chat::completions).options(preflight),
+            )
+            .route("/v1/models", get(openai::models).options(preflight));
+    }
+    front_ends
         .layer(cors)
         .route("/api/chat", post(chat::chat))
         .route("/api/runs/{run_id}", get(runs::get_run))

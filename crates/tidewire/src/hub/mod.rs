@@ -635,6 +635,7 @@ mod tests {
                 backend: None,
                 max_tokens: 64,
                 tokens_per_second: 30.0,
+                sampling: Default::default(),
             },
         };
         let hex: String = fingerprint(&request)

@@ -147,6 +147,7 @@ mod tests {
             }],
             max_tokens: 5,
             tokens_per_second: 0.0,
+            sampling: Default::default(),
         }
     }
 

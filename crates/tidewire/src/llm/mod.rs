@@ -83,6 +83,54 @@ pub struct GenerationRequest {
     pub max_tokens: u32,
     /// Pace for backends that simulate one (the synthetic backend); 0 = no pacing.
     pub tokens_per_second: f64,
+    /// Sampling settings for backends that sample (language models).
+    pub sampling: Sampling,
+}
+
+/// How a language model samples, when the client says (OpenAI clients do); the
+/// built-in backends are deterministic and leave it aside, except `stop`, which the
+/// generation stage enforces for every backend.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Sampling {
+    /// Temperature, 0 to 2.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass, above 0 and at most 1.
+    pub top_p: Option<f64>,
+    /// The answer ends before the first of these.
+    pub stop: Vec<String>,
+    /// Penalty on tokens already present, -2 to 2.
+    pub presence_penalty: Option<f64>,
+    /// Penalty by how often a token appeared, -2 to 2.
+    pub frequency_penalty: Option<f64>,
+    /// A seed, for models that sample reproducibly.
+    pub seed: Option<i64>,
+}
+
+impl Sampling {
+    /// Nothing set: what every client but an OpenAI one asks for.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The settings a model server takes, by their OpenAI (and Ollama) names.
+    pub fn model_parameters(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut parameters = serde_json::Map::new();
+        let mut put = |name: &str, value: Option<serde_json::Value>| {
+            if let Some(value) = value {
+                parameters.insert(name.to_owned(), value);
+            }
+        };
+        put("temperature", self.temperature.map(Into::into));
+        put("top_p", self.top_p.map(Into::into));
+        put("presence_penalty", self.presence_penalty.map(Into::into));
+        put("frequency_penalty", self.frequency_penalty.map(Into::into));
+        put("seed", self.seed.map(Into::into));
+        put(
+            "stop",
+            (!self.stop.is_empty()).then(|| self.stop.clone().into()),
+        );
+        parameters
+    }
 }
 
 impl GenerationRequest {

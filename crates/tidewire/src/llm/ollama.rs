@@ -50,11 +50,13 @@ impl Backend for Ollama {
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let started = Instant::now();
         let messages = http::messages_json(&request.messages);
+        let mut options = request.sampling.model_parameters();
+        options.insert("num_predict".into(), request.max_tokens.into());
         let body = json!({
             "model": self.model,
             "messages": messages,
             "stream": true,
-            "options": {"num_predict": request.max_tokens},
+            "options": options,
         });
         let response = http::send(
             self.http.post(&self.endpoint).json(&body),

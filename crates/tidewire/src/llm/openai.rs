@@ -65,6 +65,9 @@ impl OpenAi {
         if include_usage {
             body["stream_options"] = json!({"include_usage": true});
         }
+        if let Some(fields) = body.as_object_mut() {
+            fields.extend(request.sampling.model_parameters());
+        }
         body
     }
 }

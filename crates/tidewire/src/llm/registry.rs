@@ -84,6 +84,11 @@ impl Backends {
         }
     }
 
+    /// The names of the configured backends, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.named.keys().map(String::as_str)
+    }
+
     /// The name of the default backend.
     pub fn default_name(&self) -> &str {
         &self.default

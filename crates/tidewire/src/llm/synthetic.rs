@@ -1,7 +1,7 @@
 //! The synthetic backend: deterministic text for demos, tests and benchmarks.
 //!
 //! The same message gives the same tokens (a longer `max_tokens` continues the same
-//! text), exactly `max_tokens` of them, paced at `tokens_per_second` against a fixed
+//! text), exactly `max_tokens` of them (so it always stops for `length`), paced at `tokens_per_second` against a fixed
 //! schedule so delays do not accumulate.
 
 use std::future::Future;
@@ -71,7 +71,8 @@ pub struct SyntheticStream {
     sleep: Option<Pin<Box<Sleep>>>,
     capitalize: bool,
     yielded: bool,
-    usage_sent: bool,
+    /// What followed the last token: 0 nothing, 1 the finish reason, 2 the usage.
+    tail: u8,
 }
 
 impl SyntheticStream {
@@ -91,7 +92,7 @@ impl SyntheticStream {
             sleep: None,
             capitalize: true,
             yielded: false,
-            usage_sent: false,
+            tail: 0,
         }
     }
 
@@ -125,12 +126,15 @@ impl Stream for SyntheticStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.produced >= self.total {
-            if self.usage_sent {
-                return Poll::Ready(None);
-            }
-            self.usage_sent = true;
-            let usage = Usage::new(self.prompt_tokens, u64::from(self.total));
-            return Poll::Ready(Some(Ok(Chunk::Usage(usage))));
+            self.tail = self.tail.saturating_add(1);
+            return Poll::Ready(match self.tail {
+                1 => Some(Ok(Chunk::Finish("length".into()))),
+                2 => {
+                    let usage = Usage::new(self.prompt_tokens, u64::from(self.total));
+                    Some(Ok(Chunk::Usage(usage)))
+                }
+                _ => None,
+            });
         }
         match self.interval {
             Some(interval) => {
@@ -199,6 +203,7 @@ mod tests {
             }],
             max_tokens,
             tokens_per_second,
+            sampling: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use tidewire_protocol::{ChatEvent, ErrorEvent, QualityScore, Sources, Usage};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::stop::{Scan, StopScanner};
 use super::{Ending, EventSink};
 use crate::llm::{Backend, Chunk, GenerationRequest, LlmError, PromptMessage, PromptRole};
 
@@ -52,6 +53,15 @@ pub async fn generate(
     let mut finish_reason = None;
     let mut error = None;
     let mut scored = false;
+    let mut stops = StopScanner::new(&request.sampling.stop);
+    let mut emit = |piece: String| {
+        if !piece.is_empty() {
+            first_token.get_or_insert_with(|| started.elapsed());
+            completion_tokens = completion_tokens.saturating_add(1);
+            text.push_str(&piece);
+            sink.emit(ChatEvent::token(piece));
+        }
+    };
 
     let ending = 'generate: {
         let mut stream = tokio::select! {
@@ -76,13 +86,16 @@ pub async fn generate(
             };
             match item {
                 Some(Ok(Chunk::Text(piece))) => {
-                    if piece.is_empty() {
-                        continue;
+                    let (piece, stopped) = match stops.push(piece) {
+                        Scan::Emit(piece) => (piece, false),
+                        Scan::Stopped(piece) => (piece, true),
+                    };
+                    emit(piece);
+                    if stopped {
+                        // The model's stream is dropped: it stops generating.
+                        finish_reason = Some("stop".to_owned());
+                        break 'generate Ending::Complete;
                     }
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    completion_tokens = completion_tokens.saturating_add(1);
-                    text.push_str(&piece);
-                    sink.emit(ChatEvent::token(piece));
                 }
                 Some(Ok(Chunk::Usage(usage))) => reported_usage = Some(usage),
                 Some(Ok(Chunk::Finish(reason))) => finish_reason = Some(reason),
@@ -97,7 +110,10 @@ pub async fn generate(
                     error = Some(error_event(failure));
                     break 'generate Ending::Failed;
                 }
-                None => break 'generate Ending::Complete,
+                None => {
+                    emit(stops.finish());
+                    break 'generate Ending::Complete;
+                }
             }
         }
     };
@@ -142,6 +158,7 @@ pub async fn ask(
         context: Vec::new(),
         max_tokens: 200,
         tokens_per_second: 0.0,
+        sampling: Default::default(),
     };
     let reply = async {
         let mut stream = backend.generate(request).await.ok()?.stream;

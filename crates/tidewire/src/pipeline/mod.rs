@@ -26,7 +26,9 @@ use tidewire_protocol::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::llm::{Backend, Backends, GenerationRequest, Passage, PromptMessage, PromptRole};
+use crate::llm::{
+    Backend, Backends, GenerationRequest, Passage, PromptMessage, PromptRole, Sampling,
+};
 use crate::retrieval::{Hit, Retriever, Scope};
 use crate::store::{Store, Turn};
 
@@ -34,6 +36,7 @@ pub mod follow_ups;
 mod generate;
 mod prompt;
 pub mod score;
+mod stop;
 
 pub use generate::{Generated, estimate_tokens, generate};
 pub use prompt::{HistoryLimits, build_prompt};
@@ -109,6 +112,10 @@ pub struct RunOptions {
     pub max_tokens: u32,
     /// Pace of the synthetic backend; 0 = as fast as possible.
     pub tokens_per_second: f64,
+    /// Sampling settings for the model (left out of the serialized request when
+    /// unset, so a request's fingerprint is what it was before they existed).
+    #[serde(skip_serializing_if = "Sampling::is_default")]
+    pub sampling: Sampling,
 }
 
 /// An option a request may not have: a 422 for the client.
@@ -264,6 +271,7 @@ impl Pipeline {
             backend: given.backend.clone(),
             max_tokens,
             tokens_per_second,
+            sampling: Sampling::default(),
         })
     }
 
@@ -366,6 +374,7 @@ impl Pipeline {
                     context: passages,
                     max_tokens: request.options.max_tokens,
                     tokens_per_second: request.options.tokens_per_second,
+                    sampling: request.options.sampling.clone(),
                 };
                 let done = generate(Arc::clone(&backend), generation, sink, cancel).await;
                 ttft = done

@@ -577,6 +577,7 @@ async fn overhead(
             }],
             max_tokens: args.tokens,
             tokens_per_second: 0.0,
+            sampling: Default::default(),
         };
         let start = Instant::now();
         let mut stream = Synthetic

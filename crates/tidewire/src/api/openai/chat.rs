@@ -1,0 +1,561 @@
+//! `POST /v1/chat/completions`: OpenAI's Chat Completions over a run.
+//!
+//! The history travels in the request (`messages`); the last message is the
+//! user's question, the ones before it the conversation, and the turn is stored as
+//! a conversation of its own. The extension field `conversation_id` (the SDKs send
+//! it with `extra_body`) stores the turn in that conversation instead, created if
+//! missing, and takes the history from it.
+//!
+//! `model` names a configured backend (`GET /v1/models`). Sampling settings go to
+//! the model; `stop` is enforced for every backend. What tidewire cannot do
+//! (several choices, log probabilities, tools for now) is a 400, never ignored.
+//!
+//! The stream is what the SDKs expect: the same `id`, `created` and `model` on
+//! every chunk, `role` in the first delta, one chunk with a `finish_reason`, with
+//! `stream_options.include_usage` a last chunk with `choices: []` and the usage
+//! (and `usage: null` on the others), then `data: [DONE]`. An error after the
+//! first chunk is one `data: {"error": ...}`, and the body ends.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, Version};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tidewire_protocol::api::ChatOptions;
+use tidewire_protocol::{ChatEvent, Usage};
+
+use super::{ErrorObject, OpenAiError, with_run_headers};
+use crate::api::AppState;
+use crate::api::chat::{check_message, parse, read_body, require_json};
+use crate::api::dialect::{default_scope, frame};
+use crate::api::error::ApiError;
+use crate::api::sse::{StreamSettings, event_stream, sse_response};
+use crate::hub::{EventEncoder, RunIdentity, WireFormat};
+use crate::llm::{PromptMessage, PromptRole, Sampling};
+use crate::pipeline::{ConversationRef, RunRequest};
+
+/// The most stop sequences a request may give (OpenAI's limit).
+const MAX_STOPS: usize = 4;
+
+/// The body of a Chat Completions request.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    model: String,
+    messages: Vec<InputMessage>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    /// tidewire's extension: the conversation to store the turn in.
+    #[serde(default)]
+    conversation_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// What the route needs from a request besides the run request.
+struct Accepted {
+    request: RunRequest,
+    model: String,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn completions(
+    State(state): State<AppState>,
+    version: Version,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OpenAiError> {
+    require_json(&headers)?;
+    let body = read_body(&state, body)?;
+    let accepted = accept(&state, parse(&body)?)?;
+    let started = state
+        .hub
+        .start(accepted.request, None)
+        .await
+        .map_err(ApiError::from)?;
+    let run = started.run;
+    if !accepted.stream {
+        run.finished().await;
+        let response = whole_answer(&run, &accepted.model)?;
+        return Ok(with_run_headers(response, &run));
+    }
+    let format = Arc::new(Chunks {
+        model: accepted.model,
+        include_usage: accepted.include_usage,
+    });
+    let settings = StreamSettings {
+        keepalive: state.config.openai.keepalive,
+        retry: None,
+        cancel_on_disconnect: state.config.openai.cancel_on_disconnect,
+    };
+    let body = Body::from_stream(event_stream(run.subscribe(0, format), settings));
+    Ok(with_run_headers(sse_response(version, body), &run))
+}
+
+/// Checks a request and makes its run request.
+fn accept(state: &AppState, body: CompletionRequest) -> Result<Accepted, OpenAiError> {
+    let unsupported = |param: &'static str, what: &str| {
+        Err(OpenAiError::invalid(
+            param,
+            "unsupported_parameter",
+            format!("{what} is not supported by tidewire"),
+        ))
+    };
+    if body.n.is_some_and(|n| n != 1) {
+        return unsupported("n", "more than one choice (n > 1)");
+    }
+    if body.logprobs == Some(true) {
+        return unsupported("logprobs", "logprobs");
+    }
+    if body.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
+        return unsupported("tools", "calling tools through /v1/chat/completions");
+    }
+    if let Some(format) = &body.response_format
+        && format.get("type").and_then(Value::as_str) != Some("text")
+    {
+        return unsupported("response_format", "a response_format other than text");
+    }
+    let sampling = sampling(&body)?;
+    let backends = state.hub.pipeline().backends();
+    if !backends.names().any(|name| name == body.model) {
+        return Err(OpenAiError {
+            error: ApiError::not_found(
+                "model_not_found",
+                format!(
+                    "the model {:?} does not exist; GET /v1/models lists the models: {}",
+                    body.model,
+                    backends.names().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            param: Some("model"),
+        });
+    }
+
+    let mut history = Vec::with_capacity(body.messages.len());
+    for (index, message) in body.messages.into_iter().enumerate() {
+        history.push(prompt_message(index, message)?);
+    }
+    let question = match history.pop() {
+        Some(last) if last.role == PromptRole::User => last.content,
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "messages",
+                "invalid_messages",
+                "the last message must be the user's",
+            ));
+        }
+        None => {
+            return Err(OpenAiError::invalid(
+                "messages",
+                "invalid_messages",
+                "messages must not be empty",
+            ));
+        }
+    };
+    check_message(state, &question)?;
+    let conversation = match body.conversation_id {
+        Some(id) if id.is_empty() || id.len() > 255 => {
+            return Err(OpenAiError::invalid(
+                "conversation_id",
+                "invalid_conversation_id",
+                "a conversation id must be 1 to 255 bytes",
+            ));
+        }
+        Some(id) => ConversationRef::Named(id),
+        None => ConversationRef::Inline(history),
+    };
+    let given = ChatOptions {
+        max_tokens: body.max_completion_tokens.or(body.max_tokens),
+        backend: Some(body.model.clone()),
+        ..ChatOptions::default()
+    };
+    let mut options = state
+        .hub
+        .pipeline()
+        .options(&given)
+        .map_err(|invalid| OpenAiError {
+            param: (invalid.code == "invalid_max_tokens").then_some("max_tokens"),
+            error: ApiError::unprocessable(invalid.code, invalid.message),
+        })?;
+    options.sampling = sampling;
+    Ok(Accepted {
+        request: RunRequest {
+            conversation,
+            message: question,
+            scope: default_scope(),
+            options,
+        },
+        model: body.model,
+        stream: body.stream == Some(true),
+        include_usage: body
+            .stream_options
+            .and_then(|options| options.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+/// The sampling settings of a request, each within OpenAI's range.
+fn sampling(body: &CompletionRequest) -> Result<Sampling, OpenAiError> {
+    let within = |param: &'static str, value: Option<f64>, low: f64, high: f64| match value {
+        Some(v) if !(low..=high).contains(&v) => Err(OpenAiError::invalid(
+            param,
+            "invalid_value",
+            format!("{param} must be from {low} to {high}"),
+        )),
+        _ => Ok(value),
+    };
+    let stop = match &body.stop {
+        None => Vec::new(),
+        Some(Stop::One(one)) => vec![one.clone()],
+        Some(Stop::Many(many)) => many.clone(),
+    };
+    if stop.len() > MAX_STOPS {
+        return Err(OpenAiError::invalid(
+            "stop",
+            "invalid_value",
+            format!("at most {MAX_STOPS} stop sequences"),
+        ));
+    }
+    Ok(Sampling {
+        temperature: within("temperature", body.temperature, 0.0, 2.0)?,
+        top_p: within("top_p", body.top_p, 0.0, 1.0)?,
+        presence_penalty: within("presence_penalty", body.presence_penalty, -2.0, 2.0)?,
+        frequency_penalty: within("frequency_penalty", body.frequency_penalty, -2.0, 2.0)?,
+        seed: body.seed,
+        stop,
+    })
+}
+
+/// One message of the history, as the prompt takes it.
+fn prompt_message(index: usize, message: InputMessage) -> Result<PromptMessage, OpenAiError> {
+    let role = match message.role.as_str() {
+        "system" | "developer" => PromptRole::System,
+        "user" => PromptRole::User,
+        "assistant" => PromptRole::Assistant,
+        "tool" | "function" => {
+            return Err(OpenAiError::invalid(
+                "messages",
+                "unsupported_parameter",
+                format!(
+                    "messages[{index}]: tool results are not supported by tidewire's \
+                     /v1/chat/completions"
+                ),
+            ));
+        }
+        other => {
+            return Err(OpenAiError::invalid(
+                "messages",
+                "invalid_messages",
+                format!(
+                    "messages[{index}].role {other:?} is not one of system, developer, user, \
+                     assistant"
+                ),
+            ));
+        }
+    };
+    let content = match message.content {
+        None => String::new(),
+        Some(Content::Text(text)) => text,
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.kind.as_str(), part.text) {
+                    ("text", Some(piece)) => text.push_str(&piece),
+                    (kind, _) => {
+                        return Err(OpenAiError::invalid(
+                            "messages",
+                            "unsupported_parameter",
+                            format!(
+                                "messages[{index}]: content parts of type {kind:?} are not \
+                                 supported; only text"
+                            ),
+                        ));
+                    }
+                }
+            }
+            text
+        }
+    };
+    Ok(PromptMessage { role, content })
+}
+
+/// The `chat.completion` of a finished run, or its error.
+fn whole_answer(run: &crate::hub::Run, model: &str) -> Result<Response, OpenAiError> {
+    let answer = run.answer();
+    if let Some(error) = &answer.error {
+        let status = if error.retryable {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        let code: &'static str = if error.retryable {
+            "model_unavailable"
+        } else {
+            "model_error"
+        };
+        return Err(ApiError::new(status, code, error.error.clone()).into());
+    }
+    let identity = run.identity();
+    let usage = answer.usage.unwrap_or_default();
+    let body = serde_json::json!({
+        "id": completion_id(&identity.run_id),
+        "object": "chat.completion",
+        "created": identity.created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer.content, "refusal": null},
+            "logprobs": null,
+            "finish_reason": finish_reason(answer.finish_reason.as_deref()),
+        }],
+        "usage": UsageOut::from(usage),
+        "system_fingerprint": null,
+    });
+    Ok(Json(body).into_response())
+}
+
+fn completion_id(run_id: &str) -> String {
+    format!("chatcmpl-{run_id}")
+}
+
+/// OpenAI's finish reasons: a model's own (`stop`, `length`, `tool_calls`,
+/// `content_filter`) pass, anything else is `stop`.
+fn finish_reason(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some("length") => "length",
+        Some("tool_calls") => "tool_calls",
+        Some("content_filter") => "content_filter",
+        _ => "stop",
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl From<Usage> for UsageOut {
+    fn from(usage: Usage) -> Self {
+        Self {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens,
+        }
+    }
+}
+
+/// The stream format of one request (its model name and usage option).
+#[derive(Debug)]
+struct Chunks {
+    model: String,
+    include_usage: bool,
+}
+
+impl WireFormat for Chunks {
+    fn name(&self) -> &'static str {
+        if self.include_usage {
+            "openai-chat-usage"
+        } else {
+            "openai-chat"
+        }
+    }
+
+    fn encoder(&self, run: &RunIdentity) -> Box<dyn EventEncoder> {
+        Box::new(ChunkEncoder {
+            id: completion_id(&run.run_id),
+            created: run.created,
+            model: self.model.clone(),
+            include_usage: self.include_usage,
+            usage: None,
+            finish_reason: None,
+            failed: false,
+        })
+    }
+}
+
+struct ChunkEncoder {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    usage: Option<Usage>,
+    finish_reason: Option<String>,
+    failed: bool,
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [Choice<'a>],
+    /// `null` on every chunk but the last with `include_usage`; absent without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<UsageOut>>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+impl ChunkEncoder {
+    fn chunk(&self, out: &mut Vec<u8>, choices: &[Choice<'_>], usage: Option<UsageOut>) {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage: self.include_usage.then_some(usage),
+        };
+        frame(out, None, None, &chunk);
+    }
+
+    fn delta(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish_reason: Option<&str>) {
+        let choice = Choice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        };
+        self.chunk(out, std::slice::from_ref(&choice), None);
+    }
+}
+
+impl EventEncoder for ChunkEncoder {
+    fn encode(&mut self, _seq: u64, event: &ChatEvent, out: &mut Vec<u8>) {
+        match event {
+            ChatEvent::Run(_) => {
+                let delta = Delta {
+                    role: Some("assistant"),
+                    content: Some(""),
+                };
+                self.delta(out, delta, None);
+            }
+            ChatEvent::Token(token) => {
+                let delta = Delta {
+                    role: None,
+                    content: Some(&token.token),
+                };
+                self.delta(out, delta, None);
+            }
+            ChatEvent::Metadata(metadata) => {
+                self.usage = Some(metadata.usage);
+                self.finish_reason.clone_from(&metadata.finish_reason);
+            }
+            ChatEvent::Error(error) => {
+                self.failed = true;
+                let body = serde_json::json!({"error": ErrorObject {
+                    message: &error.error,
+                    kind: "server_error",
+                    param: None,
+                    code: &error.code,
+                }});
+                frame(out, None, None, &body);
+            }
+            ChatEvent::Done(_) => {
+                if self.failed {
+                    // The error was the last word: the body ends.
+                    return;
+                }
+                let empty = Delta {
+                    role: None,
+                    content: None,
+                };
+                let reason = finish_reason(self.finish_reason.as_deref());
+                self.delta(out, empty, Some(reason));
+                if self.include_usage {
+                    let usage = UsageOut::from(self.usage.unwrap_or_default());
+                    self.chunk(out, &[], Some(usage));
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            ChatEvent::Stage(_)
+            | ChatEvent::Sources(_)
+            | ChatEvent::QualityScore(_)
+            | ChatEvent::FollowUpQuestions(_)
+            | ChatEvent::ToolStarted(_)
+            | ChatEvent::ToolFinished(_) => {}
+        }
+    }
+}

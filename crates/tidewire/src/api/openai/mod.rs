@@ -1,0 +1,120 @@
+//! The OpenAI wire format, so the official `openai` SDKs (and anything built on
+//! them) talk to tidewire by changing their base URL to `http://HOST/v1`.
+//!
+//! | route | module |
+//! |---|---|
+//! | `POST /v1/chat/completions` | [`chat`] |
+//! | `GET /v1/models` | here |
+//!
+//! An answer is a run like any other: stored, with its run id in the
+//! `x-tidewire-run-id` header, so it can be followed or cancelled through the
+//! native API. Errors are OpenAI's `{"error": {"message", "type", "param", "code"}}`,
+//! and a request's mistakes are 400s, as OpenAI answers them.
+
+pub mod chat;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::hub::Run;
+
+/// An error in OpenAI's shape, with the parameter at fault when there is one.
+#[derive(Debug, Clone)]
+pub struct OpenAiError {
+    /// The error as tidewire words it.
+    pub error: ApiError,
+    /// The request field at fault.
+    pub param: Option<&'static str>,
+}
+
+impl OpenAiError {
+    /// 400 about `param`.
+    pub fn invalid(param: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            error: ApiError::bad_request(code, message),
+            param: Some(param),
+        }
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> Self {
+        Self { error, param: None }
+    }
+}
+
+/// The `error` object of OpenAI's error bodies and of an error in a stream.
+#[derive(Debug, Serialize)]
+pub struct ErrorObject<'a> {
+    /// What happened.
+    pub message: &'a str,
+    /// OpenAI's error class.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault.
+    pub param: Option<&'a str>,
+    /// tidewire's code.
+    pub code: &'a str,
+}
+
+/// OpenAI's error class of an HTTP status.
+pub fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let mut error = self.error;
+        // OpenAI answers a well-formed request with bad values with 400, and so
+        // do its clients' tests; tidewire's 422 means the same.
+        if error.status == StatusCode::UNPROCESSABLE_ENTITY {
+            error.status = StatusCode::BAD_REQUEST;
+        }
+        let body = json!({"error": ErrorObject {
+            message: &error.message,
+            kind: error_type(error.status),
+            param: self.param,
+            code: error.code,
+        }});
+        super::dialect::json_error(&error, body)
+    }
+}
+
+/// Adds the run's ids as headers, so a client can reach it through the native API.
+pub fn with_run_headers(mut response: Response, run: &Run) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-tidewire-run-id", run.id()),
+        ("x-tidewire-conversation-id", run.conversation_id()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// `GET /v1/models`: the configured backends, each a model a request may name.
+pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let data: Vec<_> = state
+        .hub
+        .pipeline()
+        .backends()
+        .names()
+        .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "tidewire"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}

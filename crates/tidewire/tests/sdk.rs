@@ -1,0 +1,84 @@
+//! The ecosystem's own clients against the server on port 0: the official
+//! `openai` Python package and `openai` npm package, at the versions pinned in
+//! `sdk/`. `sdk/setup.sh` installs them on first use (CI runs it beforehand).
+//!
+//! Each client script checks its own results and exits non-zero on the first
+//! failed check; its output is shown when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use support::{TestApp, spawn_app};
+
+fn sdk_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
+}
+
+/// Installs the SDKs once per test process.
+fn setup() {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let done = DONE.get_or_init(|| {
+        let output = std::process::Command::new("bash")
+            .arg(sdk_dir().join("setup.sh"))
+            .output()
+            .map_err(|error| format!("cannot run sdk/setup.sh: {error}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "sdk/setup.sh failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    if let Err(error) = done {
+        panic!("{error}");
+    }
+}
+
+/// Runs `program script` in `sdk/` against `app`, and fails with its output if it
+/// fails.
+async fn run_client(app: &TestApp, program: &str, script: &str) {
+    tokio::task::spawn_blocking(setup).await.unwrap();
+    let dir = sdk_dir();
+    let program = if program == "python" {
+        dir.join(".venv/bin/python")
+    } else {
+        PathBuf::from(program)
+    };
+    let child = tokio::process::Command::new(&program)
+        .arg(dir.join(script))
+        .current_dir(&dir)
+        .env("TIDEWIRE_URL", &app.base)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .unwrap_or_else(|_| panic!("{script} took over 2 minutes"))
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_chats() {
+    let app = spawn_app().await;
+    run_client(&app, "python", "python/chat_completions.py").await;
+}
+
+#[tokio::test]
+async fn the_openai_node_sdk_chats() {
+    let app = spawn_app().await;
+    run_client(&app, "node", "js/chat_completions.mjs").await;
+}
