@@ -82,3 +82,9 @@ async fn the_openai_node_sdk_chats() {
     let app = spawn_app().await;
     run_client(&app, "node", "js/chat_completions.mjs").await;
 }
+
+#[tokio::test]
+async fn the_openai_python_sdk_uses_responses_with_resume_and_cancel() {
+    let app = spawn_app().await;
+    run_client(&app, "python", "python/responses.py").await;
+}

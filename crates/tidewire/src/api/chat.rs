@@ -159,6 +159,7 @@ fn validate(state: &AppState, request: ChatRequest) -> Result<RunRequest, ApiErr
             documents: given.documents,
         },
         options,
+        attributes: None,
     })
 }
 

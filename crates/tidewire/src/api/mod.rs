@@ -78,7 +78,19 @@ pub fn router(state: AppState) -> Router {
                 "/v1/chat/completions",
                 post(openai::chat::completions).options(preflight),
             )
-            .route("/v1/models", get(openai::models).options(preflight));
+            .route("/v1/models", get(openai::models).options(preflight))
+            .route(
+                "/v1/responses",
+                post(openai::responses::create).options(preflight),
+            )
+            .route(
+                "/v1/responses/{id}",
+                get(openai::responses::retrieve).options(preflight),
+            )
+            .route(
+                "/v1/responses/{id}/cancel",
+                post(openai::responses::cancel).options(preflight),
+            );
     }
     front_ends
         .layer(cors)

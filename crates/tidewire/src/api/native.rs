@@ -83,6 +83,7 @@ mod tests {
             conversation_id: "c".into(),
             message_id: "m".into(),
             created: 0,
+            attributes: None,
         };
         let mut encoder = Native.encoder(&identity);
         let mut out = Vec::new();

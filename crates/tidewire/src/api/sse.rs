@@ -136,6 +136,7 @@ mod tests {
             conversation_id: "c".into(),
             message_id: "m".into(),
             created: 0,
+            attributes: None,
         };
         let run = Arc::new(Run::new(identity, usize::MAX));
         let settings = StreamSettings {

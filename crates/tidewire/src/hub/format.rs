@@ -18,6 +18,9 @@ pub struct RunIdentity {
     pub message_id: String,
     /// When the run started, in seconds since the Unix epoch.
     pub created: u64,
+    /// What the route that started the run kept with it
+    /// ([`RunRequest::attributes`](crate::pipeline::RunRequest::attributes)).
+    pub attributes: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// A wire format: makes an encoder for each run that is read in it.

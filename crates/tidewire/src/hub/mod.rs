@@ -305,6 +305,7 @@ impl Hub {
                 conversation_id: turn.conversation_id.clone(),
                 message_id: turn.assistant_message_id.clone(),
                 created,
+                attributes: request.attributes.clone(),
             },
             self.config.max_run_bytes,
         ));
@@ -637,6 +638,7 @@ mod tests {
                 tokens_per_second: 30.0,
                 sampling: Default::default(),
             },
+            attributes: None,
         };
         let hex: String = fingerprint(&request)
             .iter()

@@ -561,6 +561,7 @@ mod tests {
             conversation_id: "c".into(),
             message_id: "m".into(),
             created: 0,
+            attributes: None,
         }
     }
 

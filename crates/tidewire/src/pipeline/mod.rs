@@ -91,6 +91,11 @@ pub struct RunRequest {
     pub scope: Scope,
     /// Validated options.
     pub options: RunOptions,
+    /// What the route that starts the run keeps with it and reads back from the
+    /// run's identity (the Responses API's request parameters); the pipeline does
+    /// not look at it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Arc<serde_json::Value>>,
 }
 
 impl RunRequest {

@@ -145,6 +145,7 @@ pub fn run_request(
         message,
         scope,
         options,
+        attributes: None,
     })
 }
 

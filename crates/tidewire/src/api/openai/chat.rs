@@ -100,19 +100,47 @@ struct InputMessage {
     content: Option<Content>,
 }
 
+/// A message's content: a string, or parts of which only text is taken.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum Content {
+pub(super) enum Content {
     Text(String),
     Parts(Vec<Part>),
 }
 
 #[derive(Debug, Deserialize)]
-struct Part {
+pub(super) struct Part {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     text: Option<String>,
+}
+
+impl Content {
+    /// The text of the content; a part that is not text (an image, a file) is a
+    /// 400 about `param`.
+    pub(super) fn into_text(self, param: &'static str, at: &str) -> Result<String, OpenAiError> {
+        let parts = match self {
+            Self::Text(text) => return Ok(text),
+            Self::Parts(parts) => parts,
+        };
+        let mut text = String::new();
+        for part in parts {
+            match (part.kind.as_str(), part.text) {
+                ("text" | "input_text" | "output_text", Some(piece)) => text.push_str(&piece),
+                (kind, _) => {
+                    return Err(OpenAiError::invalid(
+                        param,
+                        "unsupported_parameter",
+                        format!(
+                            "{at}: content parts of type {kind:?} are not supported; only text"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(text)
+    }
 }
 
 /// What the route needs from a request besides the run request.
@@ -181,20 +209,7 @@ fn accept(state: &AppState, body: CompletionRequest) -> Result<Accepted, OpenAiE
         return unsupported("response_format", "a response_format other than text");
     }
     let sampling = sampling(&body)?;
-    let backends = state.hub.pipeline().backends();
-    if !backends.names().any(|name| name == body.model) {
-        return Err(OpenAiError {
-            error: ApiError::not_found(
-                "model_not_found",
-                format!(
-                    "the model {:?} does not exist; GET /v1/models lists the models: {}",
-                    body.model,
-                    backends.names().collect::<Vec<_>>().join(", ")
-                ),
-            ),
-            param: Some("model"),
-        });
-    }
+    super::check_model(state, &body.model)?;
 
     let mut history = Vec::with_capacity(body.messages.len());
     for (index, message) in body.messages.into_iter().enumerate() {
@@ -249,6 +264,7 @@ fn accept(state: &AppState, body: CompletionRequest) -> Result<Accepted, OpenAiE
             message: question,
             scope: default_scope(),
             options,
+            attributes: None,
         },
         model: body.model,
         stream: body.stream == Some(true),
@@ -293,53 +309,11 @@ fn sampling(body: &CompletionRequest) -> Result<Sampling, OpenAiError> {
 
 /// One message of the history, as the prompt takes it.
 fn prompt_message(index: usize, message: InputMessage) -> Result<PromptMessage, OpenAiError> {
-    let role = match message.role.as_str() {
-        "system" | "developer" => PromptRole::System,
-        "user" => PromptRole::User,
-        "assistant" => PromptRole::Assistant,
-        "tool" | "function" => {
-            return Err(OpenAiError::invalid(
-                "messages",
-                "unsupported_parameter",
-                format!(
-                    "messages[{index}]: tool results are not supported by tidewire's \
-                     /v1/chat/completions"
-                ),
-            ));
-        }
-        other => {
-            return Err(OpenAiError::invalid(
-                "messages",
-                "invalid_messages",
-                format!(
-                    "messages[{index}].role {other:?} is not one of system, developer, user, \
-                     assistant"
-                ),
-            ));
-        }
-    };
+    let at = format!("messages[{index}]");
+    let role = super::prompt_role(&message.role, "messages", &at)?;
     let content = match message.content {
         None => String::new(),
-        Some(Content::Text(text)) => text,
-        Some(Content::Parts(parts)) => {
-            let mut text = String::new();
-            for part in parts {
-                match (part.kind.as_str(), part.text) {
-                    ("text", Some(piece)) => text.push_str(&piece),
-                    (kind, _) => {
-                        return Err(OpenAiError::invalid(
-                            "messages",
-                            "unsupported_parameter",
-                            format!(
-                                "messages[{index}]: content parts of type {kind:?} are not \
-                                 supported; only text"
-                            ),
-                        ));
-                    }
-                }
-            }
-            text
-        }
+        Some(content) => content.into_text("messages", &at)?,
     };
     Ok(PromptMessage { role, content })
 }

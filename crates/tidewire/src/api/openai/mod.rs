@@ -4,6 +4,7 @@
 //! | route | module |
 //! |---|---|
 //! | `POST /v1/chat/completions` | [`chat`] |
+//! | `POST /v1/responses`, `GET /v1/responses/{id}`, `POST /v1/responses/{id}/cancel` | [`responses`] |
 //! | `GET /v1/models` | here |
 //!
 //! An answer is a run like any other: stored, with its run id in the
@@ -12,6 +13,7 @@
 //! and a request's mistakes are 400s, as OpenAI answers them.
 
 pub mod chat;
+pub mod responses;
 
 use axum::Json;
 use axum::extract::State;
@@ -23,6 +25,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use crate::hub::Run;
+use crate::llm::PromptRole;
 
 /// An error in OpenAI's shape, with the parameter at fault when there is one.
 #[derive(Debug, Clone)]
@@ -90,6 +93,43 @@ impl IntoResponse for OpenAiError {
             code: error.code,
         }});
         super::dialect::json_error(&error, body)
+    }
+}
+
+/// A model must be a configured backend: 404 `model_not_found` naming those there are.
+pub fn check_model(state: &AppState, model: &str) -> Result<(), OpenAiError> {
+    let backends = state.hub.pipeline().backends();
+    if backends.names().any(|name| name == model) {
+        return Ok(());
+    }
+    Err(OpenAiError {
+        error: ApiError::not_found(
+            "model_not_found",
+            format!(
+                "the model {model:?} does not exist; GET /v1/models lists the models: {}",
+                backends.names().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        param: Some("model"),
+    })
+}
+
+/// The role of an input message (`at` names it in errors).
+pub fn prompt_role(role: &str, param: &'static str, at: &str) -> Result<PromptRole, OpenAiError> {
+    match role {
+        "system" | "developer" => Ok(PromptRole::System),
+        "user" => Ok(PromptRole::User),
+        "assistant" => Ok(PromptRole::Assistant),
+        "tool" | "function" => Err(OpenAiError::invalid(
+            param,
+            "unsupported_parameter",
+            format!("{at}: tool results are not supported by tidewire"),
+        )),
+        other => Err(OpenAiError::invalid(
+            param,
+            "invalid_messages",
+            format!("{at}.role {other:?} is not one of system, developer, user, assistant"),
+        )),
     }
 }
 
