@@ -215,6 +215,9 @@ pub struct DialectsConfig {
     pub portfolio: DialectConfig,
     /// The chatbot API front end (seed 004).
     pub chatbot: DialectConfig,
+    /// The Vercel AI SDK's `useChat` (UI message stream); resumes on `GET
+    /// {path}/{chat_id}/stream`.
+    pub ui: DialectConfig,
 }
 
 impl Default for DialectsConfig {
@@ -234,19 +237,21 @@ impl Default for DialectsConfig {
                 keepalive: Duration::from_secs(4),
                 ..route("/api/v1/chat/")
             },
+            ui: route("/api/ui/chat"),
         }
     }
 }
 
 impl DialectsConfig {
     /// The dialects by name, with their routes.
-    pub fn all(&self) -> [(&'static str, &DialectConfig); 5] {
+    pub fn all(&self) -> [(&'static str, &DialectConfig); 6] {
         [
             ("rag", &self.rag),
             ("canvas", &self.canvas),
             ("ask", &self.ask),
             ("portfolio", &self.portfolio),
             ("chatbot", &self.chatbot),
+            ("ui", &self.ui),
         ]
     }
 

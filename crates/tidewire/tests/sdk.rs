@@ -1,6 +1,6 @@
 //! The ecosystem's own clients against the server on port 0: the official
-//! `openai` Python package and `openai` npm package, at the versions pinned in
-//! `sdk/`. `sdk/setup.sh` installs them on first use (CI runs it beforehand).
+//! `openai` Python package and `openai` npm package, and the Vercel AI SDK's
+//! `useChat` rendered under jsdom, at the versions pinned in `sdk/`. `sdk/setup.sh` installs them on first use (CI runs it beforehand).
 //!
 //! Each client script checks its own results and exits non-zero on the first
 //! failed check; its output is shown when it fails.
@@ -87,4 +87,10 @@ async fn the_openai_node_sdk_chats() {
 async fn the_openai_python_sdk_uses_responses_with_resume_and_cancel() {
     let app = spawn_app().await;
     run_client(&app, "python", "python/responses.py").await;
+}
+
+#[tokio::test]
+async fn use_chat_sends_follows_up_stops_and_resumes() {
+    let app = spawn_app().await;
+    run_client(&app, "node", "js/use_chat.mjs").await;
 }

@@ -226,6 +226,23 @@ fn dialect_routes(mut router: Router<AppState>, config: &DialectsConfig) -> Rout
             dialect::portfolio::handle,
         );
     }
+    if on(&config.ui) {
+        let ui = route(&config.ui);
+        let path = config.ui.path.trim_end_matches('/');
+        router = mount(router, path, Arc::clone(&ui), dialect::ui::handle);
+        // Where `useChat({ resume: true })` reconnects.
+        router = router.route(
+            &format!("{path}/{{chat_id}}/stream"),
+            get(
+                move |state: State<AppState>,
+                      version: axum::http::Version,
+                      chat_id: axum::extract::Path<String>| {
+                    dialect::ui::reconnect(state, Arc::clone(&ui), version, chat_id)
+                },
+            )
+            .options(|| async { StatusCode::NO_CONTENT }),
+        );
+    }
     if on(&config.chatbot) {
         let chatbot = route(&config.chatbot);
         let path = &config.chatbot.path;

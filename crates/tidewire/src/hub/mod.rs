@@ -197,6 +197,16 @@ impl Hub {
         lock(&self.runs).get(run_id).cloned()
     }
 
+    /// The newest run of `conversation_id` that is still running, if any.
+    pub fn running_in(&self, conversation_id: &str) -> Option<Arc<Run>> {
+        lock(&self.runs)
+            .values()
+            .filter(|run| run.conversation_id() == conversation_id && !run.is_finished())
+            // Run ids are time-ordered: the newest is the greatest.
+            .max_by(|a, b| a.id().cmp(b.id()))
+            .cloned()
+    }
+
     /// How many runs are generating.
     pub fn active_runs(&self) -> usize {
         self.active.load(Ordering::Relaxed)

@@ -14,12 +14,14 @@
 //! | [`ask`] | ask pipeline (001) | `POST /api/ask/stream` |
 //! | [`portfolio`] | portfolio assistant (002) | `POST /api/v1/chat/send` |
 //! | [`chatbot`] | chatbot API (004) | `POST /api/v1/chat/` |
+//! | [`ui`] | Vercel AI SDK `useChat` | `POST /api/ui/chat`, `GET /api/ui/chat/{id}/stream` |
 
 pub mod ask;
 pub mod canvas;
 pub mod chatbot;
 pub mod portfolio;
 pub mod rag;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
