@@ -363,6 +363,43 @@ def write_report(results, out, quick):
             f"{ratio(t, rates.get('eventsource-stream'))} | {ratio(t, rates.get('sseer'))} |")
     add("")
 
+    # The OpenAI route, beside the native one and beside LiteLLM (bench/openai.sh).
+    o = lambda name: load(os.path.join(results, f"openai-{name}.json"))
+    bn, bv = o("burst-native"), o("burst-v1")
+    un, ut, ul = o("upstream-native"), o("upstream-tidewire"), o("upstream-litellm")
+    pt, pl = o("proxy-burst-tidewire"), o("proxy-burst-litellm")
+    versions = o("versions") or {}
+    if bn or bv or ut:
+        add("## The OpenAI route: beside the native one, and beside LiteLLM")
+        add("")
+        add("`bash bench/openai.sh`: the same burst (streams of 100 tokens, as fast as possible)")
+        add("on `/api/chat` and on `/v1/chat/completions` with the synthetic backend; then")
+        add("tidewire and LiteLLM's proxy" + (f" ({versions['litellm']}, 2 workers)" if versions.get("litellm") else "") + ", each in")
+        add("front of the same zero-delay mock model server (`tidewire bench mock-upstream`):")
+        add("burst events/s through each, and the time each adds before the first token")
+        add("(sequential requests of one token, alternating with requests straight to the mock).")
+        add("")
+        add("| measurement | events/s | server CPU µs/event | first-token overhead p50 (ms) | p99 (ms) |")
+        add("|---|---:|---:|---:|---:|")
+        def row(title, burst, over):
+            cpu = ((burst or {}).get("server") or {}).get("cpu_us_per_event")
+            add(f"| {title} | {fmt((burst or {}).get('events_per_s'), 0)} | {fmt(cpu, 1)} | "
+                f"{fmt((over or {}).get('overhead_p50_ms'), 3)} | {fmt((over or {}).get('overhead_p99_ms'), 3)} |")
+        row("tidewire `/api/chat`, synthetic", bn, None)
+        row("tidewire `/v1/chat/completions`, synthetic", bv, None)
+        row("tidewire `/api/chat` in front of the mock", None, un)
+        row("tidewire `/v1/chat/completions` in front of the mock", pt, ut)
+        row("LiteLLM proxy in front of the mock", pl, ul)
+        add("")
+        if bn and bv:
+            add(f"`/v1/chat/completions` streams at {bv['events_per_s'] / bn['events_per_s'] * 100:.0f} % of the native route's events/s.")
+        if pt and pl:
+            add(f"In front of the same model server, tidewire streams {ratio(pt['events_per_s'], pl['events_per_s'])} LiteLLM's events/s"
+                + (f" and adds {ratio(ut['overhead_p50_ms'], ul['overhead_p50_ms'], False)} less time before the first token (p50)." if ut and ul else "."))
+        elif not pl:
+            add("LiteLLM did not install or run on this machine: its rows are empty.")
+        add("")
+
     # Documents and retrieval: the benchmark prints its own Markdown.
     retrieval = os.path.join(results, "retrieval.md")
     if os.path.exists(retrieval):

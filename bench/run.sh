@@ -170,6 +170,9 @@ start_tidewire TIDEWIRE_LLM_URL="http://127.0.0.1:$MOCK_PORT/v1" TIDEWIRE_LLM_MO
 stop_server
 kill -TERM "$MOCK_PID" 2>/dev/null || true
 
+log "the OpenAI route and LiteLLM (bench/openai.sh)"
+RESULTS="$RESULTS" QUICK="$QUICK" bash bench/openai.sh || log "bench/openai.sh failed; its section is left out"
+
 log "decoder benchmark (cargo bench -p tidewire-sse)"
 if [ "$QUICK" = 1 ]; then
     cargo bench -p tidewire-sse --features stream --bench decode --quiet -- --warm-up-time 1 --measurement-time 2 >"$RESULTS/codec.txt" 2>&1

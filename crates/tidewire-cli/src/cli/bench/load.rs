@@ -23,6 +23,9 @@ pub struct RequestSpec {
     pub token_event: String,
     /// The event name that ends a stream successfully.
     pub done_event: String,
+    /// An event whose data is this ends a stream successfully too (OpenAI's
+    /// unnamed `data: [DONE]`).
+    pub done_data: Option<String>,
 }
 
 impl RequestSpec {
@@ -88,10 +91,10 @@ pub async fn run_stream(
             times.events += 1;
             times.first_event.get_or_insert(now);
             times.last_event = Some(now);
-            if event.event == spec.token_event {
-                times.tokens.push(now);
-            } else if event.event == spec.done_event {
+            if spec.done_data.as_deref() == Some(event.data) || event.event == spec.done_event {
                 done = true;
+            } else if event.event == spec.token_event {
+                times.tokens.push(now);
             } else if event.event == "run" && times.run.is_none() {
                 times.run = run_ids(event.data);
             }

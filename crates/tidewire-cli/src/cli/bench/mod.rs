@@ -87,6 +87,9 @@ pub struct BenchArgs {
     /// The event name that ends a stream.
     #[arg(long, default_value = "done")]
     done_event: String,
+    /// An event whose data is this ends a stream too (OpenAI's `[DONE]`).
+    #[arg(long)]
+    done_data: Option<String>,
     /// For `upstream`: the model server's own chat completions URL.
     #[arg(long)]
     direct_url: Option<String>,
@@ -225,6 +228,7 @@ fn spec(args: &BenchArgs) -> anyhow::Result<RequestSpec> {
         body,
         token_event: args.token_event.clone(),
         done_event: args.done_event.clone(),
+        done_data: args.done_data.clone(),
     })
 }
 
@@ -575,7 +579,7 @@ async fn overhead(
                 role: PromptRole::User,
                 content: format!("benchmark question number {index}"),
             }],
-            max_tokens: args.tokens,
+            max_tokens: Some(args.tokens),
             tokens_per_second: 0.0,
             sampling: Default::default(),
         };

@@ -14,9 +14,17 @@ use tokio::time::Instant;
 use super::load::{histogram, overhead_report, record};
 
 /// Serves `POST /v1/chat/completions` on `addr`: `max_tokens` tokens at once, the
-/// finish chunk, usage, `[DONE]`. Runs until the process is stopped.
+/// finish chunk, usage, `[DONE]`; and `GET /v1/models` (proxies such as LiteLLM
+/// ask it first). Runs until the process is stopped.
 pub async fn serve_mock(addr: SocketAddr) -> anyhow::Result<()> {
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(completions))
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async {
+                axum::Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "bench"}]}))
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!(
         "mock upstream listening on http://{}/v1",
@@ -47,8 +55,11 @@ async fn completions(body: axum::Json<Value>) -> Response {
     response
 }
 
-/// Time to the first token of `requests` sequential requests, through tidewire at
-/// `url` and straight from the upstream at `direct`.
+/// Time to the first token of `requests` sequential requests, through the gateway
+/// at `url` and straight from the upstream at `direct`. A `url` ending in
+/// `/v1/chat/completions` is spoken to as OpenAI's API, model `default` (tidewire's
+/// `llm_url` backend, or a proxy's model of that name), so any OpenAI-compatible
+/// gateway can be measured the same way.
 pub async fn overhead(
     client: &reqwest::Client,
     url: &str,
@@ -59,18 +70,30 @@ pub async fn overhead(
     let mut through = histogram();
     let mut straight = histogram();
     let mut errors = 0u64;
+    let openai_route = url.ends_with("/v1/chat/completions");
     for index in 0..warmup + requests {
-        let chat = json!({"message": format!("benchmark question number {index}"), "options": {"max_tokens": 1}});
+        let question = format!("benchmark question number {index}");
+        let (chat, is_token) = if openai_route {
+            (
+                json!({"model": "default", "stream": true, "max_tokens": 1, "messages": [{"role": "user", "content": question}]}),
+                first_token_openai as fn(&str, &str) -> bool,
+            )
+        } else {
+            (
+                json!({"message": question, "options": {"max_tokens": 1}}),
+                first_token_native as fn(&str, &str) -> bool,
+            )
+        };
         let upstream = json!({"model": "mock", "stream": true, "max_tokens": 1, "messages": [{"role": "user", "content": "benchmark"}]});
         // Alternate, so both see the same machine noise.
         for (target, body, histogram, token) in [
+            (url, chat, &mut through, is_token),
             (
-                url,
-                chat,
-                &mut through,
-                first_token_native as fn(&str, &str) -> bool,
+                direct,
+                upstream,
+                &mut straight,
+                first_token_openai as fn(&str, &str) -> bool,
             ),
-            (direct, upstream, &mut straight, first_token_openai),
         ] {
             match time_to_first_token(client, target, &body, token).await {
                 Ok(elapsed) if index >= warmup => record(histogram, elapsed),
