@@ -193,3 +193,74 @@ async fn ctrl_c_stops_the_run_and_returns_to_the_prompt_and_a_second_one_exits()
         .unwrap();
     assert_eq!(status.code(), Some(130));
 }
+
+#[tokio::test]
+async fn a_failed_answer_exits_1_with_the_error_on_stderr() {
+    // A model server that refuses every request.
+    let mock = support::upstream::start_upstream().await;
+    let url = mock.openai_url("json-error");
+    let app = support::spawn_app_with(|config| {
+        config.llm_url = Some(url);
+        config.llm_model = Some("m".into());
+        config.llm.default = "default".into();
+        config.llm.attempts = 1;
+    })
+    .await;
+    let (stdout, stderr, code) = output(chat(&app.base, &["hello?"])).await;
+    assert_eq!(code, Some(1), "stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(stdout, "", "nothing on stdout but the answer");
+    assert!(stderr.contains("error:"), "{stderr}");
+}
+
+#[tokio::test]
+async fn last_event_id_without_attach_is_refused() {
+    let app = spawn_app().await;
+    let (_, stderr, code) = output(chat(&app.base, &["hi", "--last-event-id", "3"])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--attach"), "{stderr}");
+}
+
+#[tokio::test]
+async fn with_no_server_it_says_so_at_once() {
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let mut child = chat(&url, &["hi"]).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(5), stderr.next_line())
+        .await
+        .expect("a message within 5 s")
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.contains("cannot connect") && first.contains("still trying"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn slash_commands_are_commands_not_questions() {
+    let app = spawn_app().await;
+    let mut child = chat(&app.base, &["--max-tokens", "2"]).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"first question\n/help\n/new\nsecond question\n/exit\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("/new"), "/help answered: {stderr}");
+    // Two questions, two conversations (/new), and no command stored as a question.
+    let conversations = conversations(&app).await;
+    assert_eq!(conversations.len(), 2, "{conversations:?}");
+    for conversation in &conversations {
+        let messages = app.messages(conversation["id"].as_str().unwrap()).await;
+        assert!(!messages[0]["content"].as_str().unwrap().starts_with('/'));
+    }
+}

@@ -32,8 +32,10 @@ impl ChatRequest {
     }
 }
 
-/// Generation options of a chat request.
+/// Generation options of a chat request. An unknown option is an error, not
+/// ignored: a typo (`max_token`) must not silently give a full answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChatOptions {
     /// The longest answer, in tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -77,8 +77,9 @@ pub struct Config {
     pub max_run_bytes: usize,
     /// Largest accepted `options.max_tokens`.
     pub max_tokens_limit: u32,
-    /// `options.max_tokens` when the request gives none.
-    pub default_max_tokens: u32,
+    /// `options.max_tokens` when the request gives none; unset, a real model
+    /// answers up to its own limit and the built-in backends up to 64 tokens.
+    pub default_max_tokens: Option<u32>,
     /// `options.tokens_per_second` of the synthetic backend when the request gives none.
     pub default_tokens_per_second: f64,
     /// One OpenAI-compatible backend, named `default` and used by default, from
@@ -355,7 +356,7 @@ impl Default for Config {
             max_finished_bytes: 256 * 1024 * 1024,
             max_run_bytes: 16 * 1024 * 1024,
             max_tokens_limit: 8192,
-            default_max_tokens: 64,
+            default_max_tokens: None,
             default_tokens_per_second: 30.0,
             llm_url: None,
             llm_model: None,
@@ -595,10 +596,15 @@ impl Config {
                 name: "the command line".to_owned(),
                 spell: |keys| format!("--{}", flat_name(keys).replace('_', "-")),
             });
-        let config: Self = figment
+        let mut config: Self = figment
             .extract()
             .map_err(|error| ConfigError::Load(Box::new(error)))?;
         config.validate()?;
+        if config.llm_url.is_some() {
+            // The `llm_url` model answers by default: said in the configuration
+            // itself, so `tidewire config` prints what is in effect.
+            config.llm.default = "default".into();
+        }
         Ok(config)
     }
 
@@ -611,6 +617,26 @@ impl Config {
             ));
         }
         self.documents.validate().map_err(ConfigError::Invalid)?;
+        match (&self.llm_url, &self.llm_model) {
+            (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(ConfigError::Invalid(format!(
+                    "llm_url {url:?} has no scheme: write it as http://{url} (or https://)"
+                )));
+            }
+            (Some(_), None) => {
+                return invalid(
+                    "llm_url is set but llm_model is not: name the model too \
+                     (--llm-model, TIDEWIRE_LLM_MODEL)",
+                );
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "llm_model is set but llm_url is not: give the model server's URL too \
+                     (--llm-url, TIDEWIRE_LLM_URL)",
+                );
+            }
+            _ => {}
+        }
         if self.keepalive.is_zero() {
             return invalid("keepalive must be more than 0");
         }
@@ -629,7 +655,10 @@ impl Config {
         if self.max_run_bytes < 64 * 1024 {
             return invalid("max_run_bytes must be at least 64KiB");
         }
-        if self.default_max_tokens == 0 || self.default_max_tokens > self.max_tokens_limit {
+        if self
+            .default_max_tokens
+            .is_some_and(|n| n == 0 || n > self.max_tokens_limit)
+        {
             return invalid("default_max_tokens must be from 1 to max_tokens_limit");
         }
         if !crate::pipeline::valid_pace(self.default_tokens_per_second) {
@@ -749,12 +778,21 @@ impl Provider for Environment {
                 return Err(format!("{name} is not valid Unicode").into());
             }
             if let Some(text) = self.vars.get(&name) {
+                // An unset number has no kind to read from its default.
+                let default = if OPTIONAL_NUMBERS.contains(&key.as_str()) {
+                    Value::from(0u64)
+                } else {
+                    default
+                };
                 dict.insert(key, typed(text, &default));
             }
         }
         Ok(Profile::Default.collect(dict))
     }
 }
+
+/// Top-level numbers that are unset by default.
+const OPTIONAL_NUMBERS: [&str; 1] = ["default_max_tokens"];
 
 /// `text` as a number when `default` is one (and `text` reads as one), else as text.
 fn typed(text: &str, default: &Value) -> Value {
@@ -1155,6 +1193,39 @@ mod tests {
     }
 
     #[test]
+    fn a_model_url_needs_a_scheme_and_a_model_and_becomes_the_default() {
+        let load = |vars: &[(&str, &str)]| {
+            Config::load_with(
+                None,
+                Environment::from_vars(vars.iter().copied()),
+                Figment::new(),
+            )
+        };
+        let error = load(&[
+            ("TIDEWIRE_LLM_URL", "localhost:11434/v1"),
+            ("TIDEWIRE_LLM_MODEL", "m"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("http://localhost:11434/v1"), "{error}");
+        let error = load(&[("TIDEWIRE_LLM_MODEL", "m")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("llm_url"), "{error}");
+        let error = load(&[("TIDEWIRE_LLM_URL", "http://h/v1")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("llm_model"), "{error}");
+        let config = load(&[
+            ("TIDEWIRE_LLM_URL", "http://h/v1"),
+            ("TIDEWIRE_LLM_MODEL", "m"),
+        ])
+        .unwrap();
+        assert_eq!(config.llm.default, "default");
+        assert_eq!(Config::default().default_max_tokens, None);
+    }
+
+    #[test]
     fn text_options_stay_text_and_numbers_read_as_numbers() {
         let env = Environment::from_vars([
             ("TIDEWIRE_LLM_URL", "http://127.0.0.1:11434/v1"),
@@ -1173,7 +1244,7 @@ mod tests {
         );
         assert_eq!(config.llm.system_prompt.as_deref(), Some("[be brief]"));
         assert_eq!(config.default_tokens_per_second, 30.1);
-        assert_eq!(config.default_max_tokens, 65);
+        assert_eq!(config.default_max_tokens, Some(65));
     }
 
     #[test]

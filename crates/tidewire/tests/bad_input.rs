@@ -207,6 +207,25 @@ async fn bad_options_are_422() {
         message.contains("extractive") && message.contains("synthetic"),
         "the error lists the configured backends: {message}"
     );
+    // A typo in an option is refused by name, not ignored (a full answer would
+    // come back instead of a short one); unknown top-level fields stay accepted,
+    // as front ends send their own.
+    let body = expect_error(
+        app.chat(json!({"message": "x", "options": {"max_token": 2}}))
+            .await,
+        422,
+        "invalid_request",
+    )
+    .await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_token") && message.contains("max_tokens"),
+        "{message}"
+    );
+    let ok = app
+        .chat(json!({"message": "x", "session_id": "s", "stream": false}))
+        .await;
+    assert_eq!(ok.status(), 200);
 }
 
 #[tokio::test]

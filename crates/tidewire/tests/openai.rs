@@ -348,3 +348,43 @@ async fn the_routes_can_be_switched_off() {
     let (status, _) = app.get_json("/v1/models").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn sampling_settings_reach_the_model_server() {
+    let mock = start_upstream().await;
+    let url = mock.openai_url("openai");
+    let app = spawn_app_with(|config| {
+        config.llm.backends.insert(
+            "up".into(),
+            BackendConfig {
+                kind: BackendKind::Openai,
+                url: Some(url),
+                model: Some("test-model".into()),
+                api_key: None,
+                connect_timeout: None,
+                first_token_timeout: None,
+                idle_timeout: None,
+                total_timeout: None,
+                request_body: None,
+                answer_path: None,
+                confidence_path: None,
+                sources_path: None,
+            },
+        );
+    })
+    .await;
+    let response = post(
+        &app,
+        json!({"model": "up", "messages": [{"role": "user", "content": "hi"}],
+               "temperature": 0.2, "top_p": 0.9, "stop": "END", "seed": 7,
+               "max_completion_tokens": 33}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let sent = &mock.requests("openai")[0];
+    assert_eq!(sent["temperature"], 0.2);
+    assert_eq!(sent["top_p"], 0.9);
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["seed"], 7);
+    assert_eq!(sent["max_tokens"], 33);
+}

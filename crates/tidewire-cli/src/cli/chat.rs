@@ -1,5 +1,7 @@
 //! `tidewire chat`: ask from the terminal. Streams the answer as it arrives, with
 //! the stage, sources and follow-ups around it; on a pipe, only the answer text.
+//! A failed answer prints its error on stderr and exits 1. Interactive questions
+//! are read with line editing and history (rustyline).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -32,9 +34,17 @@ pub struct ChatArgs {
     #[arg(long, conflicts_with = "question")]
     attach: Option<String>,
     /// With --attach: resume after this event.
-    #[arg(long, requires = "attach", default_value_t = 0)]
-    last_event_id: u64,
+    #[arg(long)]
+    last_event_id: Option<u64>,
 }
+
+/// What interactive mode says first.
+const BANNER: &str = "Ask anything. /new starts a new conversation, /help lists the commands, \
+/exit quits; Ctrl-C stops an answer.";
+
+/// `/help`.
+const HELP: &str = "/new    start a new conversation\n/exit   quit (also /quit, Ctrl-D)\n/help   this list\n\
+Anything else is a question. Ctrl-C stops the answer being written; twice quits.";
 
 /// How the output looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +59,23 @@ enum Mode {
 
 /// How one answer ended for the loop.
 enum Answered {
-    Done { conversation_id: Option<String> },
+    Done {
+        conversation_id: Option<String>,
+        failed: bool,
+    },
     Interrupted,
     Exit,
+}
+
+impl Answered {
+    /// The exit code of a one-shot `tidewire chat`.
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Done { failed: false, .. } => ExitCode::SUCCESS,
+            Self::Done { failed: true, .. } => ExitCode::FAILURE,
+            Self::Interrupted | Self::Exit => ExitCode::from(130),
+        }
+    }
 }
 
 /// Runs `tidewire chat`.
@@ -67,6 +91,13 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
+    if args.last_event_id.is_some() && args.attach.is_none() {
+        eprintln!(
+            "tidewire chat: --last-event-id resumes a run followed with --attach RUN_ID; \
+             give --attach too"
+        );
+        return Ok(ExitCode::from(2));
+    }
     let client = Client::new(&args.url)?;
     let mode = if args.json {
         Mode::Json
@@ -75,32 +106,26 @@ async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     } else {
         Mode::Plain
     };
+    warn_if_unreachable(&args.url).await;
     let mut interrupts = interrupts();
 
     if let Some(run_id) = &args.attach {
-        let stream = client.attach(run_id, args.last_event_id);
-        return Ok(match show(stream, mode, &mut interrupts).await? {
-            Answered::Done { .. } => ExitCode::SUCCESS,
-            Answered::Interrupted | Answered::Exit => ExitCode::from(130),
-        });
+        let stream = client.attach(run_id, args.last_event_id.unwrap_or(0));
+        return Ok(show(stream, mode, &mut interrupts).await?.exit_code());
     }
     let mut conversation = args.conversation.clone();
     if let Some(question) = &args.question {
         let stream = client.chat(request(question, conversation, args.max_tokens));
-        return Ok(match show(stream, mode, &mut interrupts).await? {
-            Answered::Done { .. } => ExitCode::SUCCESS,
-            Answered::Interrupted | Answered::Exit => ExitCode::from(130),
-        });
+        return Ok(show(stream, mode, &mut interrupts).await?.exit_code());
     }
 
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = Lines::new(mode == Mode::Terminal);
+    if mode == Mode::Terminal {
+        eprintln!("\x1b[2m{BANNER}\x1b[0m");
+    }
     loop {
-        if mode == Mode::Terminal {
-            print!("\x1b[1m› \x1b[0m");
-            std::io::stdout().flush()?;
-        }
         let line = tokio::select! {
-            line = lines.next_line() => line.context("reading stdin")?,
+            line = lines.next() => line?,
             Some(()) = interrupts.recv() => {
                 if mode == Mode::Terminal {
                     println!();
@@ -108,24 +133,119 @@ async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(130));
             }
         };
-        let Some(line) = line else {
-            return Ok(ExitCode::SUCCESS);
+        let question = match line {
+            Line::Text(text) => text,
+            Line::End => return Ok(ExitCode::SUCCESS),
+            Line::Interrupted => return Ok(ExitCode::from(130)),
         };
-        let question = line.trim();
-        if question.is_empty() {
-            continue;
-        }
-        if question == "/exit" || question == "/quit" {
-            return Ok(ExitCode::SUCCESS);
+        let question = question.trim();
+        match question {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(ExitCode::SUCCESS),
+            "/help" => {
+                eprintln!("{HELP}");
+                continue;
+            }
+            "/new" => {
+                conversation = None;
+                eprintln!("\x1b[2m(a new conversation)\x1b[0m");
+                continue;
+            }
+            command if command.starts_with('/') && !command.contains(' ') => {
+                eprintln!("unknown command {command}; /help lists the commands");
+                continue;
+            }
+            _ => {}
         }
         let stream = client.chat(request(question, conversation.clone(), args.max_tokens));
         match show(stream, mode, &mut interrupts).await {
-            Ok(Answered::Done { conversation_id }) => {
+            Ok(Answered::Done {
+                conversation_id, ..
+            }) => {
                 conversation = conversation_id.or(conversation);
             }
             Ok(Answered::Interrupted) => {}
             Ok(Answered::Exit) => return Ok(ExitCode::from(130)),
             Err(error) => eprintln!("tidewire chat: {error:#}"),
+        }
+    }
+}
+
+/// Says at once when the server does not answer (the client then keeps trying
+/// for a while, silently).
+async fn warn_if_unreachable(url: &str) {
+    let health = format!("{}/healthz", url.trim_end_matches('/'));
+    let probe = reqwest::Client::new()
+        .get(&health)
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await;
+    if let Err(error) = probe {
+        let why = if error.is_connect() {
+            "nothing is listening there".to_owned()
+        } else {
+            error.to_string()
+        };
+        eprintln!(
+            "tidewire chat: cannot connect to {url} ({why}); still trying. Is `tidewire serve` \
+             running? (--url or TIDEWIRE_URL name another server)"
+        );
+    }
+}
+
+/// One line of input.
+enum Line {
+    Text(String),
+    End,
+    Interrupted,
+}
+
+/// Questions, one per line: edited with history at a terminal, read plainly from
+/// a pipe.
+enum Lines {
+    Editor(Option<Box<rustyline::DefaultEditor>>),
+    Plain(tokio::io::Lines<BufReader<tokio::io::Stdin>>),
+}
+
+impl Lines {
+    fn new(terminal: bool) -> Self {
+        if terminal && std::io::stdin().is_terminal() {
+            match rustyline::DefaultEditor::new() {
+                Ok(editor) => return Self::Editor(Some(Box::new(editor))),
+                Err(error) => eprintln!("tidewire chat: no line editing ({error})"),
+            }
+        }
+        Self::Plain(BufReader::new(tokio::io::stdin()).lines())
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Line> {
+        match self {
+            Self::Plain(lines) => Ok(match lines.next_line().await.context("reading stdin")? {
+                Some(line) => Line::Text(line),
+                None => Line::End,
+            }),
+            Self::Editor(slot) => {
+                let mut editor = slot.take().context("the line editor is gone")?;
+                // rustyline blocks: it reads in a thread of its own.
+                let (editor, read) = tokio::task::spawn_blocking(move || {
+                    let read = editor.readline("\x1b[1m› \x1b[0m");
+                    if let Ok(line) = &read
+                        && !line.trim().is_empty()
+                    {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    (editor, read)
+                })
+                .await
+                .context("reading a line")?;
+                *slot = Some(editor);
+                match read {
+                    Ok(line) => Ok(Line::Text(line)),
+                    Err(rustyline::error::ReadlineError::Eof) => Ok(Line::End),
+                    Err(rustyline::error::ReadlineError::Interrupted) => Ok(Line::Interrupted),
+                    Err(error) => Err(error).context("reading a line"),
+                }
+            }
         }
     }
 }
@@ -192,6 +312,7 @@ async fn show(
             } else {
                 Answered::Done {
                     conversation_id: view.conversation_id,
+                    failed: view.failed,
                 }
             });
         };
@@ -203,6 +324,10 @@ async fn show(
             } else {
                 Answered::Done {
                     conversation_id: view.conversation_id,
+                    failed: matches!(
+                        done.status,
+                        MessageStatus::Failed | MessageStatus::Interrupted
+                    ),
                 }
             });
         }
@@ -225,6 +350,8 @@ struct View {
     in_text: bool,
     /// Lines to show after the answer text, so they never break it.
     notes: Vec<String>,
+    /// An `error` event arrived.
+    failed: bool,
 }
 
 impl View {
@@ -234,12 +361,21 @@ impl View {
             conversation_id: None,
             in_text: false,
             notes: Vec::new(),
+            failed: false,
         }
     }
 
     fn show(&mut self, out: &mut impl Write, event: &ChatEvent, id: u64) -> std::io::Result<()> {
         if let ChatEvent::Run(run) = event {
             self.conversation_id = Some(run.conversation_id.clone());
+        }
+        if let ChatEvent::Error(error) = event {
+            self.failed = true;
+            // On stderr whatever stdout is, so a script sees why.
+            if self.mode != Mode::Json {
+                self.finish_line(out)?;
+                eprintln!("tidewire chat: error: {} ({})", error.error, error.code);
+            }
         }
         match self.mode {
             Mode::Json => {
@@ -309,17 +445,15 @@ impl View {
                 );
                 self.note(out, lines.join("\n"))?;
             }
-            ChatEvent::Error(error) => self.note(
-                out,
-                format!("\x1b[31merror: {} ({}){RESET}", error.error, error.code),
-            )?,
+            ChatEvent::Error(_) => {}
             ChatEvent::Metadata(metadata) => self.note(
                 out,
                 format!(
-                    "{DIM}{} · {} tokens · {:.1}s{RESET}",
+                    "{DIM}{} · {} tokens · {:.1}s · conversation {}{RESET}",
                     metadata.model,
                     metadata.usage.completion_tokens,
-                    metadata.timing.total_ms as f64 / 1000.0
+                    metadata.timing.total_ms as f64 / 1000.0,
+                    self.conversation_id.as_deref().unwrap_or("?")
                 ),
             )?,
             ChatEvent::Done(done) => {
@@ -347,7 +481,7 @@ impl View {
     }
 
     fn finish_line(&mut self, out: &mut impl Write) -> std::io::Result<()> {
-        if self.in_text || self.mode == Mode::Plain {
+        if self.in_text {
             writeln!(out)?;
             self.in_text = false;
         }

@@ -644,7 +644,7 @@ mod tests {
             scope: crate::retrieval::Scope::collection("default"),
             options: RunOptions {
                 backend: None,
-                max_tokens: 64,
+                max_tokens: Some(64),
                 tokens_per_second: 30.0,
                 sampling: Default::default(),
             },

@@ -41,7 +41,11 @@ impl Backend for Extractive {
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let answer = compose(request.question(), &request.context);
         let words = words_with_spaces(&answer);
-        let limit = usize::try_from(request.max_tokens).unwrap_or(usize::MAX);
+        // The answer is a few sentences; only a limit the client asked for cuts it.
+        let limit = request
+            .max_tokens
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX);
         let finish = if words.len() > limit {
             "length"
         } else {

@@ -145,7 +145,7 @@ mod tests {
                 role: PromptRole::User,
                 content: "q".into(),
             }],
-            max_tokens: 5,
+            max_tokens: Some(5),
             tokens_per_second: 0.0,
             sampling: Default::default(),
         }

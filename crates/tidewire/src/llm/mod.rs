@@ -79,13 +79,18 @@ pub struct GenerationRequest {
     /// The passages of the prompt, for backends that compose from them (the
     /// extractive answerer).
     pub context: Vec<Passage>,
-    /// The longest answer, in tokens.
-    pub max_tokens: u32,
+    /// The longest answer, in tokens; `None` leaves it to the model (the synthetic
+    /// backend then stops at [`BUILT_IN_MAX_TOKENS`]).
+    pub max_tokens: Option<u32>,
     /// Pace for backends that simulate one (the synthetic backend); 0 = no pacing.
     pub tokens_per_second: f64,
     /// Sampling settings for backends that sample (language models).
     pub sampling: Sampling,
 }
+
+/// The length of a synthetic answer when neither the request nor the
+/// configuration sets one.
+pub const BUILT_IN_MAX_TOKENS: u32 = 64;
 
 /// How a language model samples, when the client says (OpenAI clients do); the
 /// built-in backends are deterministic and leave it aside, except `stop`, which the

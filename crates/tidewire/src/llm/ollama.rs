@@ -51,7 +51,9 @@ impl Backend for Ollama {
         let started = Instant::now();
         let messages = http::messages_json(&request.messages);
         let mut options = request.sampling.model_parameters();
-        options.insert("num_predict".into(), request.max_tokens.into());
+        if let Some(max_tokens) = request.max_tokens {
+            options.insert("num_predict".into(), max_tokens.into());
+        }
         let body = json!({
             "model": self.model,
             "messages": messages,

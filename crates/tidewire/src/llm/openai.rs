@@ -60,8 +60,10 @@ impl OpenAi {
             "model": self.model,
             "messages": messages,
             "stream": true,
-            "max_tokens": request.max_tokens,
         });
+        if let Some(max_tokens) = request.max_tokens {
+            body["max_tokens"] = json!(max_tokens);
+        }
         if include_usage {
             body["stream_options"] = json!({"include_usage": true});
         }

@@ -50,7 +50,7 @@ impl Backend for Synthetic {
         let stream: TokenStream = Box::pin(SyntheticStream::new(
             prompt,
             prompt_tokens,
-            request.max_tokens,
+            request.max_tokens.unwrap_or(super::BUILT_IN_MAX_TOKENS),
             request.tokens_per_second,
         ));
         Ok(Generation {
@@ -201,7 +201,7 @@ mod tests {
                 role: PromptRole::User,
                 content: message.into(),
             }],
-            max_tokens,
+            max_tokens: Some(max_tokens),
             tokens_per_second,
             sampling: Default::default(),
         }

@@ -156,7 +156,7 @@ pub async fn ask(
             },
         ],
         context: Vec::new(),
-        max_tokens: 200,
+        max_tokens: Some(200),
         tokens_per_second: 0.0,
         sampling: Default::default(),
     };

@@ -113,8 +113,8 @@ impl RunRequest {
 pub struct RunOptions {
     /// The configured backend that answers (`None`: the default one).
     pub backend: Option<String>,
-    /// The longest answer, in tokens.
-    pub max_tokens: u32,
+    /// The longest answer, in tokens (`None`: the backend's own limit).
+    pub max_tokens: Option<u32>,
     /// Pace of the synthetic backend; 0 = as fast as possible.
     pub tokens_per_second: f64,
     /// Sampling settings for the model (left out of the serialized request when
@@ -173,8 +173,8 @@ pub struct PipelineSettings {
     pub system_prompt: Option<String>,
     /// How much of the conversation goes with a question.
     pub history: HistoryLimits,
-    /// `max_tokens` when a request gives none.
-    pub default_max_tokens: u32,
+    /// `max_tokens` when a request gives none (unset: the backend's own).
+    pub default_max_tokens: Option<u32>,
     /// The largest `max_tokens` a request may ask for.
     pub max_tokens_limit: u32,
     /// The synthetic backend's pace when a request gives none.
@@ -234,8 +234,8 @@ impl Pipeline {
     /// Checks a request's options against their ranges and fills in the defaults.
     pub fn options(&self, given: &ChatOptions) -> Result<RunOptions, InvalidOption> {
         let settings = &self.settings;
-        let max_tokens = given.max_tokens.unwrap_or(settings.default_max_tokens);
-        if max_tokens == 0 || max_tokens > settings.max_tokens_limit {
+        let max_tokens = given.max_tokens.or(settings.default_max_tokens);
+        if max_tokens.is_some_and(|n| n == 0 || n > settings.max_tokens_limit) {
             return Err(InvalidOption::new(
                 "invalid_max_tokens",
                 format!(
@@ -256,12 +256,15 @@ impl Pipeline {
                 ),
             ));
         }
-        if tokens_per_second > 0.0 && f64::from(max_tokens) / tokens_per_second > MAX_PACED_SECONDS
+        // Only the synthetic backend is paced, and it stops at its default length.
+        let paced_tokens = max_tokens.unwrap_or(crate::llm::BUILT_IN_MAX_TOKENS);
+        if tokens_per_second > 0.0
+            && f64::from(paced_tokens) / tokens_per_second > MAX_PACED_SECONDS
         {
             return Err(InvalidOption::new(
                 "invalid_tokens_per_second",
                 format!(
-                    "{max_tokens} tokens at {tokens_per_second} a second would take more than \
+                    "{paced_tokens} tokens at {tokens_per_second} a second would take more than \
                      an hour: ask for fewer tokens or a faster pace (up to \
                      {MAX_TOKENS_PER_SECOND} a second)"
                 ),
