@@ -35,10 +35,14 @@ cleanup() {
 trap cleanup EXIT INT TERM
 log() { echo "== $*" >&2; }
 
+# ENGINE_BURST: the two routes of one server (long enough to measure: a second or
+# more); BURST: through the gateways, sized for the slower one to finish.
 if [ "$QUICK" = 1 ]; then
+    ENGINE_BURST=(-c 50 -n 2000 --tokens 100 --max-time 120)
     BURST=(-c 20 -n 200 --tokens 100 --max-time 120)
     OVERHEAD=(-n 100)
 else
+    ENGINE_BURST=(-c 100 -n 20000 --tokens 100 --max-time 300)
     BURST=(-c 50 -n 1000 --tokens 100 --max-time 300)
     OVERHEAD=(-n 1000)
 fi
@@ -91,11 +95,11 @@ OPENAI_EVENTS=(--token-event message --done-data '[DONE]')
 ENGINE_CONFIG="$RESULTS/openai-engine.toml"
 printf '[llm]\ndefault = "synthetic"\n\n[pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n' >"$ENGINE_CONFIG"
 start_tidewire TIDEWIRE_CONFIG="$ENGINE_CONFIG" TIDEWIRE_DEFAULT_TOKENS_PER_SECOND=0
-run burst-native burst "http://127.0.0.1:$TW_PORT/api/chat" "${BURST[@]}"
+run burst-native burst "http://127.0.0.1:$TW_PORT/api/chat" "${ENGINE_BURST[@]}"
 stop_server
 start_tidewire TIDEWIRE_CONFIG="$ENGINE_CONFIG" TIDEWIRE_DEFAULT_TOKENS_PER_SECOND=0
 run burst-v1 burst "http://127.0.0.1:$TW_PORT/v1/chat/completions" \
-    --body "$(openai_body synthetic)" "${OPENAI_EVENTS[@]}" "${BURST[@]}"
+    --body "$(openai_body synthetic)" "${OPENAI_EVENTS[@]}" "${ENGINE_BURST[@]}"
 stop_server
 
 # 2. Gateways in front of the same mock model server.

@@ -183,6 +183,14 @@ def write_report(results, out, quick):
         if rates.get("sseer"):
             x = rates["tidewire-sse"] / rates["sseer"]
             add(f"| decoder {title} vs sseer | faster (bar) | {x:.1f}× | {met(x > 1)} |")
+    opt, opl = load(os.path.join(results, "openai-proxy-burst-tidewire.json")), load(os.path.join(results, "openai-proxy-burst-litellm.json"))
+    otu, oul = load(os.path.join(results, "openai-upstream-tidewire.json")), load(os.path.join(results, "openai-upstream-litellm.json"))
+    if opt and opl:
+        x = opt["events_per_s"] / opl["events_per_s"]
+        add(f"| `/v1/chat/completions` events/s vs LiteLLM's proxy, same mock model | at least 10× (aim) | {x:,.0f}× | {met(x >= 10)} |")
+    if otu and oul:
+        x = oul["overhead_p50_ms"] / otu["overhead_p50_ms"]
+        add(f"| time added before the first token vs LiteLLM's, p50 | a tenth or less (aim) | a {x:,.0f}th | {met(x >= 10)} |")
     search = retrieval_p99(results)
     if search:
         chunks, p99 = search
@@ -372,12 +380,15 @@ def write_report(results, out, quick):
     if bn or bv or ut:
         add("## The OpenAI route: beside the native one, and beside LiteLLM")
         add("")
-        add("`bash bench/openai.sh`: the same burst (streams of 100 tokens, as fast as possible)")
+        def size(x):
+            return f"{x['requests']:,} streams of 100 tokens, {x['concurrency']} at a time" if x else "–"
+        add("`bash bench/openai.sh`: the same burst (" + size(bn or bv) + ", as fast as possible)")
         add("on `/api/chat` and on `/v1/chat/completions` with the synthetic backend; then")
         add("tidewire and LiteLLM's proxy" + (f" ({versions['litellm']}, 2 workers)" if versions.get("litellm") else "") + ", each in")
         add("front of the same zero-delay mock model server (`tidewire bench mock-upstream`):")
-        add("burst events/s through each, and the time each adds before the first token")
-        add("(sequential requests of one token, alternating with requests straight to the mock).")
+        add("a burst through each (" + size(pt or pl) + "), and the time each adds before the")
+        add("first token (sequential requests of one token, alternating with requests straight")
+        add("to the mock).")
         add("")
         add("| measurement | events/s | server CPU µs/event | first-token overhead p50 (ms) | p99 (ms) |")
         add("|---|---:|---:|---:|---:|")
@@ -439,7 +450,8 @@ def write_report(results, out, quick):
     add("## Commands")
     add("")
     add("```sh")
-    add("bash bench/run.sh   # builds, installs the peer in bench/.venv, runs all, writes this file")
+    add("bash bench/run.sh      # builds, installs the peer in bench/.venv, runs all, writes this file")
+    add("bash bench/openai.sh   # the OpenAI route and LiteLLM alone (run.sh runs it too)")
     add("```")
     add("")
     add("Each workload is `target/release/tidewire bench WORKLOAD --url URL --server-pid PID --json ...`")
