@@ -96,6 +96,8 @@ pub struct Config {
     pub dialects: DialectsConfig,
     /// The OpenAI-compatible routes under `/v1` (TOML only: the `[openai]` table).
     pub openai: OpenAiConfig,
+    /// Who may call, and how often (TOML only: the `[auth]` table).
+    pub auth: AuthConfig,
     /// The answer pipeline's stages and limits (TOML only: the `[pipeline]` table).
     pub pipeline: PipelineConfig,
     /// Documents and their search (TOML only: the `[documents]` table).
@@ -297,6 +299,56 @@ impl DialectsConfig {
     }
 }
 
+/// The `[auth]` table: authentication, per-user limits. With neither API keys nor
+/// a JWT key configured, every request is the one local user, as on a laptop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept the API keys of `tidewire keys create`.
+    pub api_keys: bool,
+    /// Accept JWTs signed with this shared secret (HS256).
+    pub jwt_secret: Option<Secret>,
+    /// Accept JWTs signed with the key of this PEM file (RS256 or ES256).
+    pub jwt_public_key: Option<PathBuf>,
+    /// A JWT's `iss` must be this.
+    pub jwt_issuer: Option<String>,
+    /// A JWT's `aud` must hold this.
+    pub jwt_audience: Option<String>,
+    /// Clock difference tolerated on `exp` and `nbf`.
+    #[serde(with = "duration")]
+    pub jwt_leeway: Duration,
+    /// How long the token in a run's `events_url` lets an `EventSource` read it.
+    #[serde(with = "duration")]
+    pub stream_token_ttl: Duration,
+    /// Requests per minute per user on the routes that start answers; 0: no limit.
+    pub requests_per_minute: u32,
+    /// Answers a user may have running at once; 0: no limit.
+    pub concurrent_runs: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: false,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(30),
+            stream_token_ttl: Duration::from_secs(3600),
+            requests_per_minute: 0,
+            concurrent_runs: 0,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether requests must say who they are.
+    pub fn enabled(&self) -> bool {
+        self.api_keys || self.jwt_secret.is_some() || self.jwt_public_key.is_some()
+    }
+}
+
 /// The `[openai]` table: the OpenAI-compatible routes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -364,6 +416,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             dialects: DialectsConfig::default(),
             openai: OpenAiConfig::default(),
+            auth: AuthConfig::default(),
             pipeline: PipelineConfig::default(),
             documents: DocumentsConfig::default(),
         }

@@ -10,6 +10,7 @@
 //! tests start the same server.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod llm;
@@ -51,6 +52,9 @@ pub enum ServeError {
     /// A model backend could not be set up.
     #[error("cannot set up the model backends: {0}")]
     Backend(String),
+    /// The authentication settings cannot be used.
+    #[error("{0}")]
+    Auth(String),
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -116,11 +120,16 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         Arc::clone(&store),
         Arc::new(pipeline),
     );
+    let auth = auth::Auth::new(&config.auth, Arc::clone(&store))
+        .map_err(|error| ServeError::Auth(error.to_string()))?;
+    let limits = auth::Limits::new(&config.auth);
     Ok(AppState {
         hub,
         store,
         documents,
         config: Arc::new(config),
+        auth: Arc::new(auth),
+        limits: Arc::new(limits),
     })
 }
 

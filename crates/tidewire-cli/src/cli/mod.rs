@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod ingest;
+mod keys;
 mod serve;
 mod sse;
 
@@ -28,6 +29,8 @@ enum Command {
     /// Sends files and folders (Markdown, text, HTML, PDF) to a running server's
     /// documents, for its answers to draw on.
     Ingest(ingest::IngestArgs),
+    /// API keys: create, list, revoke (for `[auth] api_keys = true`).
+    Keys(keys::KeysArgs),
     /// Load generator: streams against any SSE URL, with the server's CPU and memory.
     Bench(bench::BenchArgs),
     /// Prints the effective configuration as TOML, after file, environment and flags.
@@ -46,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Config(args) => serve::print_config(&args),
         Command::Chat(args) => chat::chat(args),
         Command::Ingest(args) => ingest::ingest(args),
+        Command::Keys(args) => keys::keys(args),
         Command::Bench(args) => bench::bench(args),
         Command::Sse(command) => sse::run(command),
     };

@@ -1,8 +1,6 @@
 //! `POST /api/chat`: parse, validate, start (or, with an `Idempotency-Key`,
 //! re-attach to) a run, then render it as a stream or as one answer.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -11,11 +9,11 @@ use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use tidewire_protocol::api::{ChatRequest, ChatResponse};
 
-use super::AppState;
 use super::error::ApiError;
-use super::native::Native;
 use super::runs::{last_event_id, subscribe_after};
 use super::sse::{event_stream, sse_response};
+use super::{AppState, Asker};
+use crate::auth::Caller;
 use crate::pipeline::{ConversationRef, RunRequest};
 use crate::retrieval::{DEFAULT_COLLECTION, Scope};
 
@@ -25,6 +23,7 @@ const MAX_KEY_LEN: usize = 255;
 /// `POST /api/chat`.
 pub async fn chat(
     State(state): State<AppState>,
+    Asker(caller): Asker,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -33,7 +32,7 @@ pub async fn chat(
     let body = read_body(&state, body)?;
     let request: ChatRequest = parse(&body)?;
     let stream = request.stream != Some(false);
-    let run_request = validate(&state, request)?;
+    let run_request = validate(&state, request, caller)?;
     let key = idempotency_key(&headers)?;
     let resume_after = if key.is_some() {
         last_event_id(&headers, None)?
@@ -63,7 +62,7 @@ pub async fn chat(
         })
         .into_response());
     }
-    let subscription = subscribe_after(&run, resume_after, Arc::new(Native))?;
+    let subscription = subscribe_after(&run, resume_after, state.native())?;
     let body = Body::from_stream(event_stream(subscription, state.stream_settings()));
     Ok(sse_response(version, body))
 }
@@ -139,7 +138,11 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 }
 
 /// Checks the message and the options, and turns the body into a run request.
-fn validate(state: &AppState, request: ChatRequest) -> Result<RunRequest, ApiError> {
+fn validate(
+    state: &AppState,
+    request: ChatRequest,
+    caller: Caller,
+) -> Result<RunRequest, ApiError> {
     check_message(state, &request.message)?;
     let given = request.options.unwrap_or_default();
     let options = state
@@ -160,6 +163,7 @@ fn validate(state: &AppState, request: ChatRequest) -> Result<RunRequest, ApiErr
         },
         options,
         attributes: None,
+        user: caller.user_id,
     })
 }
 

@@ -9,6 +9,7 @@ use tidewire_protocol::api::{Conversation, ConversationList, Message, MessageLis
 
 use super::AppState;
 use super::error::ApiError;
+use crate::auth::Caller;
 use crate::store::{ConversationRecord, MessageRecord};
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -23,6 +24,7 @@ pub struct ListQuery {
 /// `GET /api/conversations`: the most recently updated first.
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ConversationList>, ApiError> {
     let Query(query) =
@@ -34,7 +36,10 @@ pub async fn list(
             format!("limit must be from 1 to {MAX_LIMIT}"),
         ));
     }
-    let conversations = state.store.list_conversations(limit).await?;
+    let conversations = state
+        .store
+        .list_conversations(&caller.user_id, limit)
+        .await?;
     Ok(Json(ConversationList {
         conversations: conversations.into_iter().map(Conversation::from).collect(),
     }))
@@ -43,10 +48,11 @@ pub async fn list(
 /// `GET /api/conversations/{id}/messages`: oldest first.
 pub async fn messages(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<MessageList>, ApiError> {
     let id = conversation_id(path)?;
-    match state.store.list_messages(&id).await? {
+    match state.store.list_messages(&id, &caller.user_id).await? {
         Some(messages) => Ok(Json(MessageList {
             conversation_id: id,
             messages: messages.into_iter().map(Message::from).collect(),
@@ -59,11 +65,24 @@ pub async fn messages(
 /// its messages: from then on, every route answers 404 for them.
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let id = conversation_id(path)?;
+    // Another user's conversation is not found: its runs are left alone.
+    if !state
+        .store
+        .conversation_exists(&id, &caller.user_id)
+        .await?
+    {
+        return Err(not_found(&id));
+    }
     state.hub.forget_conversation(&id);
-    if state.store.delete_conversation(&id).await? {
+    if state
+        .store
+        .delete_conversation(&id, &caller.user_id)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(&id))

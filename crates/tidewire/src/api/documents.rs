@@ -24,6 +24,7 @@ use tidewire_protocol::documents::{
 use super::AppState;
 use super::chat::parse;
 use super::error::ApiError;
+use crate::auth::Caller;
 use crate::retrieval::{self, Format, LibraryError, Upload};
 use crate::store::DocumentRecord;
 
@@ -33,7 +34,11 @@ const DEFAULT_COLLECTION: &str = "default";
 /// `POST /api/documents`: `multipart/form-data` with `file` parts (and optional
 /// `collection` and `source` fields, a `source` going with the `file` after it),
 /// or a JSON [`TextDocument`].
-pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub async fn upload(
+    State(state): State<AppState>,
+    _caller: Caller,
+    request: Request,
+) -> Result<Response, ApiError> {
     let media_type = media_type(request.headers());
     let uploads = match media_type.as_str() {
         "multipart/form-data" => {
@@ -104,6 +109,7 @@ pub struct ListQuery {
 /// `GET /api/documents`: every document, or those of `?collection=`.
 pub async fn list(
     State(state): State<AppState>,
+    _caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<DocumentList>, ApiError> {
     let Query(query) =
@@ -123,6 +129,7 @@ pub async fn list(
 /// `GET /api/documents/{id}`: one document.
 pub async fn get(
     State(state): State<AppState>,
+    _caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Document>, ApiError> {
     let Path(id) =
@@ -136,6 +143,7 @@ pub async fn get(
 /// `DELETE /api/documents/{id}`: the document and its chunks.
 pub async fn delete(
     State(state): State<AppState>,
+    _caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) =
@@ -158,6 +166,7 @@ fn not_found(id: &str) -> ApiError {
 /// source is under one of `roots` but not in `present`.
 pub async fn prune(
     State(state): State<AppState>,
+    _caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<PruneResponse>, ApiError> {

@@ -4,6 +4,7 @@
 //! Streaming routes carry no compression or timeout layer: either would turn a
 //! stream into one buffered response.
 
+mod caller;
 mod chat;
 mod conversations;
 pub mod dialect;
@@ -22,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+pub use caller::{Asker, Refusal};
 pub use error::ApiError;
 
 use crate::config::{Config, DialectConfig, DialectsConfig};
@@ -39,9 +41,19 @@ pub struct AppState {
     pub documents: Arc<crate::retrieval::Library>,
     /// The configuration.
     pub config: Arc<Config>,
+    /// Who is asking.
+    pub auth: Arc<crate::auth::Auth>,
+    /// Per-user limits.
+    pub limits: Arc<crate::auth::Limits>,
 }
 
 impl AppState {
+    /// The native format, whose `events_url`s carry a token when authentication
+    /// is on.
+    pub fn native(&self) -> Arc<dyn crate::hub::WireFormat> {
+        Arc::new(native::Native::new(Some(Arc::clone(&self.auth))))
+    }
+
     /// Keepalive and retry settings of native streams.
     pub fn stream_settings(&self) -> sse::StreamSettings {
         sse::StreamSettings {
@@ -131,6 +143,7 @@ pub fn router(state: AppState) -> Router {
 /// The arguments of every dialect handler but its route.
 type DialectArgs = (
     State<AppState>,
+    crate::auth::Caller,
     axum::http::Version,
     axum::http::HeaderMap,
     Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
@@ -143,6 +156,7 @@ where
     F: Fn(
             State<AppState>,
             R,
+            crate::auth::Caller,
             axum::http::Version,
             axum::http::HeaderMap,
             Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
@@ -153,17 +167,18 @@ where
         + 'static,
     Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
 {
-    let call = move |(state, version, headers, body): DialectArgs| {
-        handler(state, route.clone(), version, headers, body)
+    let call = move |(state, caller, version, headers, body): DialectArgs| {
+        handler(state, route.clone(), caller, version, headers, body)
     };
     router.route(
         path,
         post(
             move |state: State<AppState>,
+                  Asker(caller): Asker,
                   version: axum::http::Version,
                   headers: axum::http::HeaderMap,
                   body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>| {
-                call((state, version, headers, body))
+                call((state, caller, version, headers, body))
             },
         )
         // Browsers ask first (CORS preflight); the CORS layer answers.
@@ -235,9 +250,10 @@ fn dialect_routes(mut router: Router<AppState>, config: &DialectsConfig) -> Rout
             &format!("{path}/{{chat_id}}/stream"),
             get(
                 move |state: State<AppState>,
+                      caller: crate::auth::Caller,
                       version: axum::http::Version,
                       chat_id: axum::extract::Path<String>| {
-                    dialect::ui::reconnect(state, Arc::clone(&ui), version, chat_id)
+                    dialect::ui::reconnect(state, Arc::clone(&ui), caller, version, chat_id)
                 },
             )
             .options(|| async { StatusCode::NO_CONTENT }),

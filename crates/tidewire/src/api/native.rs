@@ -4,6 +4,9 @@
 use tidewire_protocol::{ChatEvent, RunStarted};
 use tidewire_sse::Frame;
 
+use std::sync::Arc;
+
+use crate::auth::Auth;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
 
 /// Where a client attaches to a run again.
@@ -12,17 +15,32 @@ pub fn events_url(run_id: &str) -> String {
 }
 
 /// The native format.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Native;
+#[derive(Debug, Clone, Default)]
+pub struct Native {
+    auth: Option<Arc<Auth>>,
+}
+
+impl Native {
+    /// The format; with `auth` on, the `run` event's `events_url` carries a token
+    /// that lets a browser's `EventSource` (which sends no headers) read the run.
+    pub fn new(auth: Option<Arc<Auth>>) -> Self {
+        Self { auth }
+    }
+}
 
 impl WireFormat for Native {
     fn name(&self) -> &'static str {
         "native"
     }
 
-    fn encoder(&self, _: &RunIdentity) -> Box<dyn EventEncoder> {
+    fn encoder(&self, run: &RunIdentity) -> Box<dyn EventEncoder> {
+        let token = self
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.streams.mint(&run.run_id, &run.user_id));
         Box::new(NativeEncoder {
             scratch: Vec::with_capacity(128),
+            token,
         })
     }
 }
@@ -30,6 +48,8 @@ impl WireFormat for Native {
 struct NativeEncoder {
     /// Reused to serialize each payload before it is framed.
     scratch: Vec<u8>,
+    /// The `access_token` of the run's `events_url`, when one is needed.
+    token: Option<String>,
 }
 
 impl EventEncoder for NativeEncoder {
@@ -42,7 +62,12 @@ impl EventEncoder for NativeEncoder {
             ChatEvent::Run(run) => serde_json::to_writer(
                 &mut self.scratch,
                 &RunStarted {
-                    events_url: events_url(&run.run_id),
+                    events_url: match &self.token {
+                        Some(token) => {
+                            format!("{}?access_token={token}", events_url(&run.run_id))
+                        }
+                        None => events_url(&run.run_id),
+                    },
                     ..(**run).clone()
                 },
             ),
@@ -84,8 +109,9 @@ mod tests {
             message_id: "m".into(),
             created: 0,
             attributes: None,
+            user_id: crate::store::LOCAL_USER.into(),
         };
-        let mut encoder = Native.encoder(&identity);
+        let mut encoder = Native::default().encoder(&identity);
         let mut out = Vec::new();
         encoder.encode(
             1,

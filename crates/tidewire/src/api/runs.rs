@@ -12,27 +12,30 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidewire_protocol::api::RunView;
 
-use super::AppState;
 use super::error::ApiError;
-use super::native::{Native, events_url};
+use super::native::events_url;
 use super::sse::{event_stream, sse_response};
+use super::{AppState, Refusal};
+use crate::auth::{AuthError, Caller};
 use crate::hub::{CancelReason, Run, Subscription, WireFormat};
 
 /// How long `POST .../cancel` waits for the run to store its partial answer.
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
-/// `?last_event_id=` of `GET /api/runs/{id}/events`.
+/// `?last_event_id=` and `?access_token=` of `GET /api/runs/{id}/events`.
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     last_event_id: Option<String>,
+    access_token: Option<String>,
 }
 
 /// `GET /api/runs/{run_id}`.
 pub async fn get_run(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    let run = find(&state, path).await?;
+    let run = find(&state, path, &caller.user_id).await?;
     Ok(Json(view(&run)))
 }
 
@@ -56,19 +59,51 @@ pub fn view(run: &Run) -> RunView {
 /// which tells a browser's `EventSource` to stop reconnecting.
 pub async fn run_events(
     State(state): State<AppState>,
+    caller: Result<Caller, Refusal>,
     version: Version,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
-    let after = last_event_id(&headers, query.last_event_id.as_deref())?;
-    let run = find(&state, path).await?;
+) -> Result<Response, Response> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request("invalid_query", rejection.body_text()).into_response()
+    })?;
+    let after = last_event_id(&headers, query.last_event_id.as_deref())
+        .map_err(IntoResponse::into_response)?;
+    // The token of the run's `events_url` opens that run, for an `EventSource`
+    // that cannot send headers; without one, the caller must own the run.
+    let run = match (&query.access_token, caller) {
+        (Some(token), _) => {
+            let Path(run_id) = path.map_err(|rejection| {
+                ApiError::bad_request("invalid_path", rejection.body_text()).into_response()
+            })?;
+            match state.hub.get(&run_id) {
+                Some(run)
+                    if state
+                        .auth
+                        .streams
+                        .check(token, &run_id, &run.identity().user_id) =>
+                {
+                    run
+                }
+                _ => {
+                    return Err(Refusal::Unauthenticated(AuthError::Invalid(
+                        "this events_url token is not valid for this run, or has expired".into(),
+                    ))
+                    .into_response());
+                }
+            }
+        }
+        (None, Ok(caller)) => find(&state, path, &caller.user_id)
+            .await
+            .map_err(IntoResponse::into_response)?,
+        (None, Err(refusal)) => return Err(refusal.into_response()),
+    };
     if after > 0 && after == run.len() && run.is_finished() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let subscription = subscribe_after(&run, after, Arc::new(Native))?;
+    let subscription =
+        subscribe_after(&run, after, state.native()).map_err(IntoResponse::into_response)?;
     let body = Body::from_stream(event_stream(subscription, state.stream_settings()));
     Ok(sse_response(version, body))
 }
@@ -77,9 +112,10 @@ pub async fn run_events(
 /// Cancelling a finished run changes nothing.
 pub async fn cancel_run(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    let run = find(&state, path).await?;
+    let run = find(&state, path, &caller.user_id).await?;
     if !run.is_finished() {
         run.cancel(CancelReason::Requested);
         let finished = run.finished();
@@ -134,16 +170,21 @@ pub fn subscribe_after(
     Ok(run.subscribe(after, format))
 }
 
+/// The run of `user_id` at `path`: another user's run is not found, exactly as
+/// a run that never was.
 async fn find(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
+    user_id: &str,
 ) -> Result<Arc<Run>, ApiError> {
     let Path(run_id) =
         path.map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
-    if let Some(run) = state.hub.get(&run_id) {
+    if let Some(run) = state.hub.get(&run_id)
+        && run.identity().user_id == user_id
+    {
         return Ok(run);
     }
-    match state.store.message_by_run(&run_id).await? {
+    match state.store.message_by_run(&run_id, user_id).await? {
         Some(message) => Err(ApiError::new(
             StatusCode::GONE,
             "run_expired",

@@ -137,6 +137,7 @@ mod tests {
             message_id: "m".into(),
             created: 0,
             attributes: None,
+            user_id: crate::store::LOCAL_USER.into(),
         };
         let run = Arc::new(Run::new(identity, usize::MAX));
         let settings = StreamSettings {
@@ -144,7 +145,7 @@ mod tests {
             retry: Some(Duration::from_millis(1500)),
             cancel_on_disconnect: None,
         };
-        let stream = event_stream(run.subscribe(0, Arc::new(Native)), settings);
+        let stream = event_stream(run.subscribe(0, Arc::new(Native::default())), settings);
         let producer = Arc::clone(&run);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(40)).await;

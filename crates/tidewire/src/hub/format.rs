@@ -21,6 +21,8 @@ pub struct RunIdentity {
     /// What the route that started the run kept with it
     /// ([`RunRequest::attributes`](crate::pipeline::RunRequest::attributes)).
     pub attributes: Option<std::sync::Arc<serde_json::Value>>,
+    /// The user whose run it is.
+    pub user_id: String,
 }
 
 /// A wire format: makes an encoder for each run that is read in it.

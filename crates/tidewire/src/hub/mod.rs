@@ -197,6 +197,14 @@ impl Hub {
         lock(&self.runs).get(run_id).cloned()
     }
 
+    /// How many runs of `user_id` are running.
+    pub fn running_of(&self, user_id: &str) -> usize {
+        lock(&self.runs)
+            .values()
+            .filter(|run| run.identity().user_id == user_id && !run.is_finished())
+            .count()
+    }
+
     /// The newest run of `conversation_id` that is still running, if any.
     pub fn running_in(&self, conversation_id: &str) -> Option<Arc<Run>> {
         lock(&self.runs)
@@ -304,6 +312,7 @@ impl Hub {
                 create_missing: matches!(request.conversation, ConversationRef::Named(_)),
                 message: request.message.clone(),
                 run_id: run_id.clone(),
+                user_id: request.user.clone(),
             })
             .await?;
         let created = SystemTime::now()
@@ -316,6 +325,7 @@ impl Hub {
                 message_id: turn.assistant_message_id.clone(),
                 created,
                 attributes: request.attributes.clone(),
+                user_id: request.user.clone(),
             },
             self.config.max_run_bytes,
         ));
@@ -649,6 +659,7 @@ mod tests {
                 sampling: Default::default(),
             },
             attributes: None,
+            user: crate::store::LOCAL_USER.into(),
         };
         let hex: String = fingerprint(&request)
             .iter()

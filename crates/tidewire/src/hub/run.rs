@@ -562,6 +562,7 @@ mod tests {
             message_id: "m".into(),
             created: 0,
             attributes: None,
+            user_id: crate::store::LOCAL_USER.into(),
         }
     }
 

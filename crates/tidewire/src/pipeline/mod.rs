@@ -96,6 +96,15 @@ pub struct RunRequest {
     /// not look at it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Arc<serde_json::Value>>,
+    /// Who asks: the run and its conversation are theirs.
+    #[serde(skip_serializing_if = "is_local")]
+    pub user: String,
+}
+
+/// The one user when authentication is off (left out of a request's fingerprint,
+/// so fingerprints are what they were before users existed).
+fn is_local(user: &str) -> bool {
+    user == crate::store::LOCAL_USER
 }
 
 impl RunRequest {
@@ -510,7 +519,7 @@ impl Pipeline {
             ConversationRef::New => Vec::new(),
             ConversationRef::Inline(messages) => messages.clone(),
             ConversationRef::Existing(id) | ConversationRef::Named(id) => {
-                let stored = self.store.list_messages(id).await.map_err(|error| {
+                let stored = self.store.list_messages(id, &request.user).await.map_err(|error| {
                     tracing::error!(%error, conversation_id = %id, "reading the history failed");
                     ErrorEvent {
                         error: "the conversation's history could not be read".into(),

@@ -2,7 +2,7 @@
 //! of the retrieval index, behind the [`Store`] trait so the hub and the API never
 //! know which database holds them. [`SqliteStore`] is the embedded default.
 
-mod sqlite;
+pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tidewire_protocol::api::Role;
 use tidewire_protocol::{MessageStatus, Source, Usage};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{ApiKeys, SqliteStore};
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,8 @@ pub struct NewTurn {
     pub message: String,
     /// The run that writes the answer.
     pub run_id: String,
+    /// Who asks: a conversation of another user is not found.
+    pub user_id: String,
 }
 
 /// The ids a new turn got.
@@ -181,6 +183,30 @@ pub struct PartialAnswer {
     /// The text from `position` on.
     pub text: String,
 }
+
+/// An API key, as stored: never the key itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Its id (shown by `tidewire keys list`, used to revoke it).
+    pub id: String,
+    /// The user it authenticates.
+    pub user_id: String,
+    /// A name for people.
+    pub name: String,
+    /// SHA-256 of the key, in hex.
+    pub key_hash: String,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The user of every request when authentication is off.
+pub const LOCAL_USER: &str = "local";
 
 /// The source of documents uploaded without a file path.
 pub const UPLOAD_SOURCE: &str = "upload";
@@ -261,19 +287,33 @@ pub trait Store: Send + Sync + 'static {
     /// pieces into its text; run at start-up, when no run can be live. Returns how
     /// many were marked.
     async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
-    /// Whether the conversation exists.
-    async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError>;
-    /// The most recently updated conversations.
-    async fn list_conversations(&self, limit: u32) -> Result<Vec<ConversationRecord>, StoreError>;
-    /// The messages of a conversation, in order; `None` if it does not exist.
+    /// Whether the conversation exists and is `user_id`'s.
+    async fn conversation_exists(&self, id: &str, user_id: &str) -> Result<bool, StoreError>;
+    /// The most recently updated conversations of `user_id`.
+    async fn list_conversations(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<ConversationRecord>, StoreError>;
+    /// The messages of a conversation of `user_id`, in order; `None` if it does not
+    /// exist or is another user's.
     async fn list_messages(
         &self,
         conversation_id: &str,
+        user_id: &str,
     ) -> Result<Option<Vec<MessageRecord>>, StoreError>;
-    /// Deletes a conversation and its messages; `false` if it did not exist.
-    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError>;
-    /// The answer a run wrote, if any.
-    async fn message_by_run(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError>;
+    /// Deletes a conversation of `user_id` and its messages; `false` if it did not
+    /// exist or is another user's.
+    async fn delete_conversation(&self, id: &str, user_id: &str) -> Result<bool, StoreError>;
+    /// The answer a run of `user_id` wrote, if any.
+    async fn message_by_run(
+        &self,
+        run_id: &str,
+        user_id: &str,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+    /// The API key with this hash, revoked and expired ones included (keys are
+    /// made and revoked by `tidewire keys`, through [`sqlite::ApiKeys`]).
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// The document stored under `key`, if any.
     async fn find_document(&self, key: &DocumentKey) -> Result<Option<DocumentRecord>, StoreError>;
     /// The document with this id, if any.

@@ -26,6 +26,7 @@ use super::{DialectRoute, frame, json_body, json_error, run_request, start, stri
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::sse::sse_response;
+use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
 use crate::pipeline::ConversationRef;
 
@@ -161,6 +162,7 @@ impl AskEncoder {
 pub async fn handle(
     State(state): State<AppState>,
     route: Arc<DialectRoute>,
+    caller: Caller,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -173,6 +175,7 @@ pub async fn handle(
         }
         let request = run_request(
             &state,
+            &caller,
             query.clone(),
             ConversationRef::New,
             super::default_scope(),

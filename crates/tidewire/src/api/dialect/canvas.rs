@@ -28,6 +28,7 @@ use super::{
 };
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
 use crate::pipeline::ConversationRef;
 
@@ -144,12 +145,13 @@ impl EventEncoder for CanvasEncoder {
 pub async fn handle(
     State(state): State<AppState>,
     route: Arc<DialectRoute>,
+    caller: Caller,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match json_body(&state, &headers, body) {
-        Ok(body) => respond(&state, &route, version, &body).await,
+        Ok(body) => respond(&state, &route, &caller, version, &body).await,
         Err(error) => error_response(error),
     }
 }
@@ -158,6 +160,7 @@ pub async fn handle(
 pub async fn respond(
     state: &AppState,
     route: &DialectRoute,
+    caller: &Caller,
     version: Version,
     body: &Value,
 ) -> Response {
@@ -193,7 +196,7 @@ pub async fn respond(
             None => ConversationRef::New,
         };
         let announce = conversation == ConversationRef::New;
-        let request = run_request(state, message, conversation, scope)?;
+        let request = run_request(state, caller, message, conversation, scope)?;
         Ok((start(state, request).await?, announce))
     };
     match started.await {

@@ -30,6 +30,7 @@ use tidewire_protocol::{ChatEvent, MessageStatus, Source, Usage};
 use super::{DialectRoute, error_with_body, json_body, run_request, start, string_field};
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
 use crate::pipeline::ConversationRef;
 
@@ -176,6 +177,7 @@ struct Whole {
 pub async fn handle(
     State(state): State<AppState>,
     route: Arc<DialectRoute>,
+    caller: Caller,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -197,7 +199,13 @@ pub async fn handle(
             Some(id) => ConversationRef::Named(id),
             None => ConversationRef::New,
         };
-        let request = run_request(&state, message, conversation, super::default_scope())?;
+        let request = run_request(
+            &state,
+            &caller,
+            message,
+            conversation,
+            super::default_scope(),
+        )?;
         Ok((start(&state, request).await?, stream))
     };
     match started.await {

@@ -36,6 +36,7 @@ use super::AppState;
 use super::chat::require_json;
 use super::error::ApiError;
 use super::sse::{StreamSettings, event_stream, sse_response};
+use crate::auth::Caller;
 use crate::hub::{Started, WireFormat};
 use crate::pipeline::{ConversationRef, RunRequest};
 use crate::retrieval::{DEFAULT_COLLECTION, Scope};
@@ -124,6 +125,7 @@ pub fn string_field(body: &Value, name: &str) -> Result<Option<String>, ApiError
 /// default options.
 pub fn run_request(
     state: &AppState,
+    caller: &Caller,
     message: String,
     conversation: ConversationRef,
     scope: Scope,
@@ -148,6 +150,7 @@ pub fn run_request(
         scope,
         options,
         attributes: None,
+        user: caller.user_id.clone(),
     })
 }
 
@@ -225,6 +228,7 @@ impl<'a> RunLink<'a> {
 pub async fn shared_chat_stream(
     axum::extract::State(state): axum::extract::State<AppState>,
     routes: Arc<(DialectRoute, DialectRoute)>,
+    caller: Caller,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -235,9 +239,9 @@ pub async fn shared_chat_stream(
         Err(error) => return neither(error),
     };
     if body.get("user_message").is_some() {
-        canvas::respond(&state, canvas_route, version, &body).await
+        canvas::respond(&state, canvas_route, &caller, version, &body).await
     } else if body.get("message").is_some() {
-        rag::respond(&state, rag_route, version, &body).await
+        rag::respond(&state, rag_route, &caller, version, &body).await
     } else {
         neither(ApiError::unprocessable(
             "unknown_body",

@@ -28,6 +28,7 @@ use super::{
 use crate::api::AppState;
 use crate::api::chat::parse;
 use crate::api::error::ApiError;
+use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
 use crate::pipeline::ConversationRef;
 
@@ -149,6 +150,7 @@ impl EventEncoder for PortfolioEncoder {
 pub async fn handle(
     State(state): State<AppState>,
     route: Arc<DialectRoute>,
+    caller: Caller,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -164,7 +166,7 @@ pub async fn handle(
             Some(id) => ConversationRef::Named(id),
             None => ConversationRef::New,
         };
-        let request = run_request(&state, text, conversation, super::default_scope())?;
+        let request = run_request(&state, &caller, text, conversation, super::default_scope())?;
         start(&state, request).await
     };
     match started.await {

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
 use crate::pipeline::ConversationRef;
 
@@ -113,12 +114,13 @@ impl EventEncoder for RagEncoder {
 pub async fn handle(
     State(state): State<AppState>,
     route: Arc<DialectRoute>,
+    caller: Caller,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match json_body(&state, &headers, body) {
-        Ok(body) => respond(&state, &route, version, &body).await,
+        Ok(body) => respond(&state, &route, &caller, version, &body).await,
         Err(error) => error_response(error),
     }
 }
@@ -127,6 +129,7 @@ pub async fn handle(
 pub async fn respond(
     state: &AppState,
     route: &DialectRoute,
+    caller: &Caller,
     version: Version,
     body: &Value,
 ) -> Response {
@@ -140,7 +143,7 @@ pub async fn respond(
             (None, Some(session)) => ConversationRef::Named(session),
             (None, None) => ConversationRef::New,
         };
-        let request = run_request(state, message, conversation, super::default_scope())?;
+        let request = run_request(state, caller, message, conversation, super::default_scope())?;
         start(state, request).await
     };
     match started.await {

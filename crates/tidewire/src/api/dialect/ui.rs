@@ -39,6 +39,7 @@ use crate::api::AppState;
 use crate::api::chat::check_message;
 use crate::api::error::ApiError;
 use crate::api::sse::{StreamSettings, event_stream, sse_response};
+use crate::auth::Caller;
 use crate::hub::{EventEncoder, Run, RunIdentity, WireFormat};
 use crate::pipeline::{ConversationRef, RunRequest};
 use crate::retrieval::{DEFAULT_COLLECTION, Scope};
@@ -221,6 +222,7 @@ impl EventEncoder for UiEncoder {
 pub async fn handle(
     State(state): State<AppState>,
     route: Arc<DialectRoute>,
+    caller: Caller,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -230,7 +232,7 @@ pub async fn handle(
         let request: UiRequest = serde_json::from_value(body).map_err(|error| {
             ApiError::unprocessable("invalid_request", format!("not a useChat request: {error}"))
         })?;
-        let run_request = run_request(&state, request)?;
+        let run_request = run_request(&state, &caller, request)?;
         Ok::<_, ApiError>(state.hub.start(run_request, None).await?.run)
     };
     match started.await {
@@ -244,10 +246,16 @@ pub async fn handle(
 pub async fn reconnect(
     State(state): State<AppState>,
     route: Arc<DialectRoute>,
+    caller: Caller,
     version: Version,
     Path(chat_id): Path<String>,
 ) -> Response {
-    match state.hub.running_in(&chat_id) {
+    // Another user's chat has, as far as this caller can tell, nothing running.
+    let running = state
+        .hub
+        .running_in(&chat_id)
+        .filter(|run| run.identity().user_id == caller.user_id);
+    match running {
         Some(run) => stream(&state, &route, version, &run),
         None => StatusCode::NO_CONTENT.into_response(),
     }
@@ -272,7 +280,11 @@ fn stream(state: &AppState, route: &DialectRoute, version: Version, run: &Arc<Ru
 }
 
 /// The run request of a `useChat` body.
-fn run_request(state: &AppState, request: UiRequest) -> Result<RunRequest, ApiError> {
+fn run_request(
+    state: &AppState,
+    caller: &Caller,
+    request: UiRequest,
+) -> Result<RunRequest, ApiError> {
     if request.id.is_empty() || request.id.len() > MAX_CHAT_ID {
         return Err(ApiError::unprocessable(
             "invalid_conversation_id",
@@ -317,5 +329,6 @@ fn run_request(state: &AppState, request: UiRequest) -> Result<RunRequest, ApiEr
         },
         options,
         attributes: None,
+        user: caller.user_id.clone(),
     })
 }

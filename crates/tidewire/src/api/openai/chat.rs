@@ -30,11 +30,12 @@ use tidewire_protocol::api::ChatOptions;
 use tidewire_protocol::{ChatEvent, Usage};
 
 use super::{ErrorObject, OpenAiError, with_run_headers};
-use crate::api::AppState;
 use crate::api::chat::{check_message, parse, read_body, require_json};
 use crate::api::dialect::{default_scope, frame};
 use crate::api::error::ApiError;
 use crate::api::sse::{StreamSettings, event_stream, sse_response};
+use crate::api::{AppState, Asker};
+use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
 use crate::llm::{PromptMessage, PromptRole, Sampling};
 use crate::pipeline::{ConversationRef, RunRequest};
@@ -154,13 +155,14 @@ struct Accepted {
 /// `POST /v1/chat/completions`.
 pub async fn completions(
     State(state): State<AppState>,
+    Asker(caller): Asker,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
     require_json(&headers)?;
     let body = read_body(&state, body)?;
-    let accepted = accept(&state, parse(&body)?)?;
+    let accepted = accept(&state, parse(&body)?, caller)?;
     let started = state
         .hub
         .start(accepted.request, None)
@@ -186,7 +188,11 @@ pub async fn completions(
 }
 
 /// Checks a request and makes its run request.
-fn accept(state: &AppState, body: CompletionRequest) -> Result<Accepted, OpenAiError> {
+fn accept(
+    state: &AppState,
+    body: CompletionRequest,
+    caller: Caller,
+) -> Result<Accepted, OpenAiError> {
     let unsupported = |param: &'static str, what: &str| {
         Err(OpenAiError::invalid(
             param,
@@ -265,6 +271,7 @@ fn accept(state: &AppState, body: CompletionRequest) -> Result<Accepted, OpenAiE
             scope: default_scope(),
             options,
             attributes: None,
+            user: caller.user_id,
         },
         model: body.model,
         stream: body.stream == Some(true),

@@ -148,7 +148,10 @@ pub fn with_run_headers(mut response: Response, run: &Run) -> Response {
 }
 
 /// `GET /v1/models`: the configured backends, each a model a request may name.
-pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub async fn models(
+    State(state): State<AppState>,
+    _caller: crate::auth::Caller,
+) -> Json<serde_json::Value> {
     let data: Vec<_> = state
         .hub
         .pipeline()

@@ -30,11 +30,12 @@ use tidewire_protocol::{Answer, ChatEvent, ErrorEvent, MessageStatus, Usage};
 
 use super::chat::Content;
 use super::{OpenAiError, check_model, prompt_role, with_run_headers};
-use crate::api::AppState;
 use crate::api::chat::{check_message, parse, read_body, require_json};
 use crate::api::dialect::{default_scope, frame};
 use crate::api::error::ApiError;
 use crate::api::sse::{StreamSettings, event_stream, sse_response};
+use crate::api::{AppState, Asker};
+use crate::auth::Caller;
 use crate::hub::{CancelReason, EventEncoder, Run, RunIdentity, WireFormat};
 use crate::llm::{PromptMessage, PromptRole, Sampling};
 use crate::pipeline::{ConversationRef, RunRequest};
@@ -119,6 +120,7 @@ impl Echo {
 /// `POST /v1/responses`.
 pub async fn create(
     State(state): State<AppState>,
+    Asker(caller): Asker,
     version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -128,7 +130,7 @@ pub async fn create(
     let body: CreateResponse = parse(&body)?;
     let stream = body.stream == Some(true);
     let background = body.background == Some(true);
-    let request = accept(&state, body)?;
+    let request = accept(&state, body, &caller)?;
     let run = state
         .hub
         .start(request, None)
@@ -152,6 +154,7 @@ pub async fn create(
 /// after `starting_after`, then live.
 pub async fn retrieve(
     State(state): State<AppState>,
+    caller: Caller,
     version: Version,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<RetrieveQuery>, QueryRejection>,
@@ -159,7 +162,7 @@ pub async fn retrieve(
     let Query(query) = query.map_err(|rejection| {
         OpenAiError::invalid("starting_after", "invalid_query", rejection.body_text())
     })?;
-    let run = find(&state, path)?;
+    let run = find(&state, path, &caller)?;
     if query.stream != Some(true) {
         return Ok(Json(response_object(run.identity(), &run.answer())).into_response());
     }
@@ -178,9 +181,10 @@ pub async fn retrieve(
 /// it is) and answers with its state, its partial text kept.
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let run = find(&state, path)?;
+    let run = find(&state, path, &caller)?;
     if !run.is_finished() {
         run.cancel(CancelReason::Requested);
         if tokio::time::timeout(CANCEL_WAIT, run.finished())
@@ -211,12 +215,14 @@ fn stream_settings(state: &AppState, background: bool) -> StreamSettings {
 fn find(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
+    caller: &Caller,
 ) -> Result<Arc<Run>, OpenAiError> {
     let Path(id) = path.map_err(|rejection| {
         OpenAiError::from(ApiError::bad_request("invalid_path", rejection.body_text()))
     })?;
     id.strip_prefix("resp_")
         .and_then(|run_id| state.hub.get(run_id))
+        .filter(|run| run.identity().user_id == caller.user_id)
         .ok_or_else(|| {
             OpenAiError::from(ApiError::not_found(
                 "response_not_found",
@@ -230,7 +236,11 @@ fn find(
 }
 
 /// Checks a request and makes its run request.
-fn accept(state: &AppState, body: CreateResponse) -> Result<RunRequest, OpenAiError> {
+fn accept(
+    state: &AppState,
+    body: CreateResponse,
+    caller: &Caller,
+) -> Result<RunRequest, OpenAiError> {
     if body.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
         return Err(OpenAiError::invalid(
             "tools",
@@ -287,6 +297,7 @@ fn accept(state: &AppState, body: CreateResponse) -> Result<RunRequest, OpenAiEr
             let run = previous
                 .strip_prefix("resp_")
                 .and_then(|run_id| state.hub.get(run_id))
+                .filter(|run| run.identity().user_id == caller.user_id)
                 .ok_or_else(|| {
                     OpenAiError::invalid(
                         "previous_response_id",
@@ -342,6 +353,7 @@ fn accept(state: &AppState, body: CreateResponse) -> Result<RunRequest, OpenAiEr
         scope: default_scope(),
         options,
         attributes: serde_json::to_value(echo).ok().map(Arc::new),
+        user: caller.user_id.clone(),
     })
 }
 

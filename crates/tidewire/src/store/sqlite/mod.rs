@@ -21,12 +21,15 @@ use tidewire_protocol::{MessageStatus, Usage};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ConversationRecord, DocumentKey, DocumentRecord, FinishedMessage, MessageRecord, NewTurn,
-    PartialAnswer, Store, StoreError, Timestamp, Turn,
+    ApiKeyRecord, ConversationRecord, DocumentKey, DocumentRecord, FinishedMessage, MessageRecord,
+    NewTurn, PartialAnswer, Store, StoreError, Timestamp, Turn,
 };
 
 mod documents;
+mod keys;
 mod writer;
+
+pub use keys::ApiKeys;
 
 use writer::{Job, Op, Outcome};
 
@@ -244,19 +247,25 @@ impl Store for SqliteStore {
         self.write_rows(Op::InterruptStreaming).await
     }
 
-    async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM conversations WHERE id = ?")
+    async fn conversation_exists(&self, id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM conversations WHERE id = ? AND user_id = ?")
             .bind(id)
+            .bind(user_id)
             .fetch_optional(&self.reads)
             .await?;
         Ok(row.is_some())
     }
 
-    async fn list_conversations(&self, limit: u32) -> Result<Vec<ConversationRecord>, StoreError> {
+    async fn list_conversations(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
         let rows: Vec<ConversationRow> = sqlx::query_as(
-            "SELECT id, title, created_at, updated_at FROM conversations \
+            "SELECT id, title, created_at, updated_at FROM conversations WHERE user_id = ? \
              ORDER BY updated_at DESC, id DESC LIMIT ?",
         )
+        .bind(user_id)
         .bind(i64::from(limit))
         .fetch_all(&self.reads)
         .await?;
@@ -266,8 +275,9 @@ impl Store for SqliteStore {
     async fn list_messages(
         &self,
         conversation_id: &str,
+        user_id: &str,
     ) -> Result<Option<Vec<MessageRecord>>, StoreError> {
-        if !self.conversation_exists(conversation_id).await? {
+        if !self.conversation_exists(conversation_id, user_id).await? {
             return Ok(None);
         }
         let rows: Vec<MessageRow> = sqlx::query_as(&format!(
@@ -279,20 +289,33 @@ impl Store for SqliteStore {
         Ok(Some(rows.into_iter().map(MessageRecord::from).collect()))
     }
 
-    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError> {
-        self.write_rows(Op::DeleteConversation(id.to_owned()))
-            .await
-            .map(|rows| rows > 0)
+    async fn delete_conversation(&self, id: &str, user_id: &str) -> Result<bool, StoreError> {
+        self.write_rows(Op::DeleteConversation {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+        })
+        .await
+        .map(|rows| rows > 0)
     }
 
-    async fn message_by_run(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError> {
+    async fn message_by_run(
+        &self,
+        run_id: &str,
+        user_id: &str,
+    ) -> Result<Option<MessageRecord>, StoreError> {
         let row: Option<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE run_id = ?"
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE run_id = ? AND conversation_id IN \
+             (SELECT id FROM conversations WHERE user_id = ?)"
         ))
         .bind(run_id)
+        .bind(user_id)
         .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(MessageRecord::from))
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(keys::find(&self.reads, key_hash).await?)
     }
 
     async fn find_document(&self, key: &DocumentKey) -> Result<Option<DocumentRecord>, StoreError> {
@@ -335,6 +358,7 @@ mod tests {
             create_missing: false,
             message: message.to_owned(),
             run_id: crate::store::new_id(),
+            user_id: crate::store::LOCAL_USER.into(),
         }
     }
 
@@ -376,7 +400,7 @@ mod tests {
             }
         }
         let messages = store
-            .list_messages(&first.conversation_id)
+            .list_messages(&first.conversation_id, "local")
             .await
             .unwrap()
             .unwrap();
@@ -386,7 +410,10 @@ mod tests {
             assert_eq!(pair[1].role, Role::Assistant);
             assert_eq!(pair[1].status, MessageStatus::Streaming);
         }
-        assert_eq!(store.list_conversations(500).await.unwrap().len(), 1 + 20);
+        assert_eq!(
+            store.list_conversations("local", 500).await.unwrap().len(),
+            1 + 20
+        );
 
         // A flush and a finish of the same answer in one batch: the finish wins,
         // whatever their order.
@@ -417,7 +444,7 @@ mod tests {
         }]);
         late_flush.await.unwrap();
         let stored = store
-            .message_by_run(&messages[1].run_id.clone().unwrap())
+            .message_by_run(&messages[1].run_id.clone().unwrap(), "local")
             .await
             .unwrap()
             .unwrap();
@@ -429,14 +456,14 @@ mod tests {
 
         // A delete between turns keeps its place in the order.
         let (deleted, after) = tokio::join!(
-            store.delete_conversation(&first.conversation_id),
+            store.delete_conversation(&first.conversation_id, "local"),
             store.start_turn(turn(Some(&first.conversation_id), "too late"))
         );
         assert!(deleted.unwrap());
         assert!(matches!(after, Err(StoreError::ConversationNotFound(_))));
         assert!(
             store
-                .list_messages(&first.conversation_id)
+                .list_messages(&first.conversation_id, "local")
                 .await
                 .unwrap()
                 .is_none()
@@ -458,7 +485,7 @@ mod tests {
         store.flush_partial(vec![piece(0, "ha")]).await.unwrap();
         store.flush_partial(vec![piece(2, "lf")]).await.unwrap();
         let running = store
-            .list_messages(&turn.conversation_id)
+            .list_messages(&turn.conversation_id, "local")
             .await
             .unwrap()
             .unwrap();
@@ -466,7 +493,7 @@ mod tests {
         assert_eq!(running[1].status, MessageStatus::Streaming);
         assert_eq!(store.interrupt_streaming().await.unwrap(), 1);
         let messages = store
-            .list_messages(&turn.conversation_id)
+            .list_messages(&turn.conversation_id, "local")
             .await
             .unwrap()
             .unwrap();
@@ -501,7 +528,7 @@ mod tests {
             .execute(&store.reads)
             .await
             .unwrap();
-        let messages = store.list_messages(&id).await.unwrap().unwrap();
+        let messages = store.list_messages(&id, "local").await.unwrap().unwrap();
         let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
         assert_eq!(messages[0].content, "one");

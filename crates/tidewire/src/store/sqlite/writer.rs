@@ -32,7 +32,7 @@ pub(super) enum Op {
     Flush(Vec<PartialAnswer>),
     Finish(FinishedMessage),
     InterruptStreaming,
-    DeleteConversation(String),
+    DeleteConversation { id: String, user_id: String },
     PutDocument(crate::store::DocumentRecord),
     DeleteDocuments(Vec<String>),
 }
@@ -148,7 +148,7 @@ async fn apply_all(
         match op {
             Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => run.push(index),
             Op::InterruptStreaming
-            | Op::DeleteConversation(_)
+            | Op::DeleteConversation { .. }
             | Op::PutDocument(_)
             | Op::DeleteDocuments(_) => {
                 apply_run(conn, ops, &run, &mut outcomes).await?;
@@ -183,7 +183,7 @@ async fn apply_run(
             Op::Flush(partial) => answers.extend(partial),
             Op::Finish(message) => finishes.push(message),
             Op::InterruptStreaming
-            | Op::DeleteConversation(_)
+            | Op::DeleteConversation { .. }
             | Op::PutDocument(_)
             | Op::DeleteDocuments(_) => {}
         }
@@ -214,12 +214,14 @@ async fn start_turns(
         .iter()
         .filter_map(|(_, turn)| turn.conversation_id.as_deref())
         .collect();
-    // The named conversations that exist, with the place of their last message.
+    // The named conversations that exist, with their owner and the place of their
+    // last message.
+    let mut owners: HashMap<String, String> = HashMap::new();
     let mut last_seq: HashMap<String, i64> = if named.is_empty() {
         HashMap::new()
     } else {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT c.id, coalesce(max(m.seq), 0) FROM conversations c \
+            "SELECT c.id, coalesce(max(m.seq), 0), c.user_id FROM conversations c \
              LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.id IN (",
         );
         let mut ids = query.separated(", ");
@@ -229,7 +231,11 @@ async fn start_turns(
         query.push(") GROUP BY c.id");
         let rows = query.build().fetch_all(&mut *conn).await?;
         rows.iter()
-            .filter_map(|row| Some((row.try_get::<String, _>(0).ok()?, row.try_get(1).ok()?)))
+            .filter_map(|row| {
+                let id: String = row.try_get(0).ok()?;
+                owners.insert(id.clone(), row.try_get(2).ok()?);
+                Some((id, row.try_get(1).ok()?))
+            })
             .collect()
     };
     let found: HashSet<String> = last_seq.keys().cloned().collect();
@@ -238,11 +244,18 @@ async fn start_turns(
     let mut messages = Vec::new();
     for &(index, turn) in turns {
         let conversation_id = match &turn.conversation_id {
+            // Another user's conversation is not found, whatever the client asks:
+            // no answer may confirm that it exists.
+            Some(id) if owners.get(id).is_some_and(|owner| *owner != turn.user_id) => {
+                outcomes[index] = Some(Err(StoreError::ConversationNotFound(id.clone())));
+                continue;
+            }
             Some(id) if found.contains(id) || last_seq.contains_key(id) => id.clone(),
             Some(id) if turn.create_missing => {
                 // Created here, once, even when several turns of the batch name it.
                 last_seq.insert(id.clone(), 0);
-                new_conversations.push((id.clone(), title_of(&turn.message)));
+                owners.insert(id.clone(), turn.user_id.clone());
+                new_conversations.push((id.clone(), title_of(&turn.message), &turn.user_id));
                 id.clone()
             }
             Some(id) => {
@@ -251,7 +264,7 @@ async fn start_turns(
             }
             None => {
                 let id = new_id();
-                new_conversations.push((id.clone(), title_of(&turn.message)));
+                new_conversations.push((id.clone(), title_of(&turn.message), &turn.user_id));
                 id
             }
         };
@@ -279,13 +292,14 @@ async fn start_turns(
     }
     if !new_conversations.is_empty() {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO conversations (id, title, created_at, updated_at) ",
+            "INSERT INTO conversations (id, title, created_at, updated_at, user_id) ",
         );
-        query.push_values(&new_conversations, |mut row, (id, title)| {
+        query.push_values(&new_conversations, |mut row, (id, title, user_id)| {
             row.push_bind(id)
                 .push_bind(title)
                 .push_bind(now)
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(*user_id);
         });
         query.build().execute(&mut *conn).await?;
     }
@@ -422,9 +436,10 @@ async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sq
             .await?;
             rows
         }
-        Op::DeleteConversation(id) => {
-            sqlx::query("DELETE FROM conversations WHERE id = ?")
+        Op::DeleteConversation { id, user_id } => {
+            sqlx::query("DELETE FROM conversations WHERE id = ? AND user_id = ?")
                 .bind(id)
+                .bind(user_id)
                 .execute(&mut *conn)
                 .await?
         }

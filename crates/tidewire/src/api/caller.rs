@@ -1,0 +1,115 @@
+//! The [`Caller`] of a request, as an extractor: every route, every dialect's
+//! included, gets its user the same way. A request that cannot say who it is gets
+//! 401 with `WWW-Authenticate: Bearer error="invalid_token"` and a body that every
+//! client of these routes reads: `error.message` and `error.code` (the native API,
+//! OpenAI's SDKs), `message` (the RAG chat), `detail` (the portfolio assistant).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::auth::{AuthError, Caller, RateLimited};
+
+/// A request refused before its route ran: not authenticated, or over a limit.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// 401.
+    Unauthenticated(AuthError),
+    /// 429.
+    Limited(RateLimited),
+}
+
+impl From<RateLimited> for Refusal {
+    fn from(limited: RateLimited) -> Self {
+        Self::Limited(limited)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, code, kind, message, retry_after) = match &self {
+            Self::Unauthenticated(AuthError::Unavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "server_error",
+                AuthError::Unavailable.to_string(),
+                Some(1),
+            ),
+            Self::Unauthenticated(error) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "authentication_error",
+                error.to_string(),
+                None,
+            ),
+            Self::Limited(limited) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate_limit_error",
+                limited.message.clone(),
+                Some(limited.retry_after),
+            ),
+        };
+        let body = json!({
+            "error": {"code": code, "message": message, "type": kind, "param": null},
+            "message": message,
+            "detail": message,
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                message.replace('"', "'")
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        state
+            .auth
+            .caller(authorization)
+            .await
+            .map_err(Refusal::Unauthenticated)
+    }
+}
+
+/// The caller of a route that starts an answer: authenticated, and within the
+/// per-user request and concurrency limits.
+#[derive(Debug, Clone)]
+pub struct Asker(pub Caller);
+
+impl FromRequestParts<AppState> for Asker {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        state.limits.request(&caller.user_id)?;
+        state.limits.start(state.hub.running_of(&caller.user_id))?;
+        Ok(Self(caller))
+    }
+}
