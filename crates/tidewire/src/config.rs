@@ -324,6 +324,10 @@ pub struct AuthConfig {
     pub requests_per_minute: u32,
     /// Answers a user may have running at once; 0: no limit.
     pub concurrent_runs: u32,
+    /// Browser origins that may call (an origin without a port: any port; `"*"`:
+    /// any origin). By default the machine's own: `http://localhost`,
+    /// `http://127.0.0.1`, `http://[::1]`.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -338,6 +342,7 @@ impl Default for AuthConfig {
             stream_token_ttl: Duration::from_secs(3600),
             requests_per_minute: 0,
             concurrent_runs: 0,
+            cors_origins: crate::api::DEFAULT_ORIGINS.map(String::from).to_vec(),
         }
     }
 }

@@ -648,7 +648,10 @@ async fn browser_front_ends_on_another_origin_pass_the_cors_preflight() {
             preflight.status()
         );
         let headers = preflight.headers();
-        assert_eq!(headers["access-control-allow-origin"], "*");
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "http://localhost:3000"
+        );
         assert!(
             headers["access-control-allow-methods"]
                 .to_str()
@@ -668,7 +671,74 @@ async fn browser_front_ends_on_another_origin_pass_the_cors_preflight() {
     assert_eq!(response.status(), 422);
     assert_eq!(
         response.headers()["access-control-allow-origin"],
-        "*",
+        "http://localhost:3000",
         "errors too"
+    );
+    // A page from anywhere else gets no CORS headers: its browser keeps the
+    // answer from it.
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/chat"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !preflight
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+}
+
+#[tokio::test]
+async fn the_cors_allowlist_is_configurable() {
+    let app = support::spawn_app_with(|config| {
+        config.auth.cors_origins = vec!["https://chat.example".into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/chat"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,last-event-id,idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://chat.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://chat.example"
+    );
+    let headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        headers.contains("authorization") && headers.contains("last-event-id"),
+        "{headers}"
+    );
+    let exposed = app
+        .client
+        .post(app.url("/api/chat"))
+        .header("origin", "https://chat.example")
+        .json(&json!({"message": "hi", "stream": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        exposed.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("retry-after")
+    );
+    let refused = preflight("http://localhost:3000").await.unwrap();
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
     );
 }

@@ -7,6 +7,7 @@
 mod caller;
 mod chat;
 mod conversations;
+mod cors;
 pub mod dialect;
 mod documents;
 mod error;
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 pub use caller::{Asker, Refusal};
+pub use cors::DEFAULT_ORIGINS;
 pub use error::ApiError;
 
 use crate::config::{Config, DialectConfig, DialectsConfig};
@@ -70,17 +72,7 @@ pub fn router(state: AppState) -> Router {
     // Documents are larger than chat requests: their routes have their own limit
     // (the innermost `DefaultBodyLimit` is the one that applies).
     let upload_limit = state.config.documents.max_upload_bytes;
-    // The seeds' front ends run in browsers, several on another origin than the
-    // API (002 posts to http://localhost:8000 from its dev server, 003 to
-    // 127.0.0.1:8000): their routes answer CORS preflights. No credentials are
-    // involved (tokens travel in headers), so any origin may call. 002 sends a
-    // header named `body`, hence any header is allowed. Not a buffering layer: the
-    // streams stay streams.
-    let cors = tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-        .allow_headers(tower_http::cors::Any)
-        .expose_headers(tower_http::cors::Any);
+    let cors = cors::layer(&state.config.auth.cors_origins);
     let mut front_ends = dialect_routes(Router::new(), &state.config.dialects);
     if state.config.openai.enabled {
         // The OpenAI SDKs run in browsers too.
@@ -105,7 +97,6 @@ pub fn router(state: AppState) -> Router {
             );
     }
     front_ends
-        .layer(cors)
         .route("/api/chat", post(chat::chat))
         .route("/api/runs/{run_id}", get(runs::get_run))
         .route("/api/runs/{run_id}/events", get(runs::run_events))
@@ -137,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Browsers on another origin: every route (not a buffering layer; the
+        // streams stay streams).
+        .layer(cors)
+        .layer(axum::middleware::map_response(cors::expose))
         .with_state(state)
 }
 
