@@ -411,6 +411,20 @@ def write_report(results, out, quick):
             add("LiteLLM did not install or run on this machine: its rows are empty.")
         add("")
 
+    # Authentication: bench/auth.sh prints its own table.
+    auth = os.path.join(results, "auth.md")
+    if os.path.exists(auth):
+        add("## The cost of authentication")
+        add("")
+        add("`bash bench/auth.sh`: time to the first token of sequential one-token requests")
+        add("(`tidewire bench overhead`) with no authentication, an API key and an HS256 JWT,")
+        add("in alternating rounds on the same machine; the median of the rounds.")
+        add("")
+        with open(auth) as f:
+            for line in f.read().splitlines():
+                add(line)
+        add("")
+
     # Documents and retrieval: the benchmark prints its own Markdown.
     retrieval = os.path.join(results, "retrieval.md")
     if os.path.exists(retrieval):

@@ -173,6 +173,9 @@ kill -TERM "$MOCK_PID" 2>/dev/null || true
 log "the OpenAI route and LiteLLM (bench/openai.sh)"
 RESULTS="$RESULTS" QUICK="$QUICK" bash bench/openai.sh || log "bench/openai.sh failed; its section is left out"
 
+log "the cost of authentication (bench/auth.sh)"
+RESULTS="$RESULTS" bash bench/auth.sh >/dev/null || log "bench/auth.sh failed; its section is left out"
+
 log "decoder benchmark (cargo bench -p tidewire-sse)"
 if [ "$QUICK" = 1 ]; then
     cargo bench -p tidewire-sse --features stream --bench decode --quiet -- --warm-up-time 1 --measurement-time 2 >"$RESULTS/codec.txt" 2>&1
