@@ -166,7 +166,7 @@ async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(Answered::Interrupted) => {}
             Ok(Answered::Exit) => return Ok(ExitCode::from(130)),
-            Err(error) => eprintln!("tidewire chat: {error:#}"),
+            Err(error) => eprintln!("tidewire chat: {}", super::describe(&error)),
         }
     }
 }

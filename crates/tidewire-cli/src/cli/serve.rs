@@ -142,8 +142,12 @@ impl ServeArgs {
 /// Runs the server until SIGINT or SIGTERM.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
-    let filter = EnvFilter::try_new(&config.log)
-        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    let filter = EnvFilter::try_new(&config.log).with_context(|| {
+        format!(
+            "invalid log filter {:?} (set by log, TIDEWIRE_LOG or --log)",
+            config.log
+        )
+    })?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
