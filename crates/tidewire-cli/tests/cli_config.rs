@@ -157,3 +157,38 @@ fn each_error_is_said_once() {
     assert_eq!(stderr.matches("Not a directory").count(), 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_bad_environment_variable_is_named_as_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    for (variable, value, says) in [
+        ("TIDEWIRE_KEEPALIVE", "abc", "not a duration"),
+        ("TIDEWIRE_MAX_CONCURRENT_RUNS", "abc", "\"abc\""),
+        ("TIDEWIRE_MAX_BODY_BYTES", "abc", "not a size"),
+        (
+            "TIDEWIRE_ADDR",
+            "localhost:8080",
+            "not an address like 127.0.0.1:8080",
+        ),
+    ] {
+        for command in ["serve", "config"] {
+            let stderr = failing(
+                &[command],
+                &[(variable, value), ("TIDEWIRE_DATA_DIR", data_dir)],
+            );
+            assert!(stderr.contains(variable), "{stderr}");
+            assert!(stderr.contains("in the environment"), "{stderr}");
+            assert!(stderr.contains(says), "{stderr}");
+            let flag = variable
+                .trim_start_matches("TIDEWIRE_")
+                .to_ascii_lowercase()
+                .replace('_', "-");
+            assert!(!stderr.contains(&format!("--{flag}")), "{stderr}");
+        }
+    }
+    // The same mistake as a flag names the flag.
+    let stderr = failing(&["config", "--addr", "localhost:8080"], &[]);
+    assert!(stderr.contains("--addr"), "{stderr}");
+    assert!(!stderr.contains("TIDEWIRE_ADDR"), "{stderr}");
+}

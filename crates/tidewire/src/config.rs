@@ -35,6 +35,7 @@ pub use secrecy::ExposeSecret;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
+    #[serde(with = "address")]
     pub addr: SocketAddr,
     /// Directory of the SQLite database; created if missing.
     pub data_dir: PathBuf,
@@ -930,6 +931,42 @@ mod duration {
         ) -> Result<Option<Duration>, D::Error> {
             let value = super::deserialize(deserializer)?;
             Ok((!value.is_zero()).then_some(value))
+        }
+    }
+}
+
+/// Socket addresses, read with a message that shows the value and the form expected
+/// (serde's own says only "invalid socket address syntax").
+mod address {
+    use std::fmt;
+    use std::net::SocketAddr;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+        deserializer.deserialize_str(AddressVisitor)
+    }
+
+    struct AddressVisitor;
+
+    impl Visitor<'_> for AddressVisitor {
+        type Value = SocketAddr;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address like 127.0.0.1:8080")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+            text.trim().parse().map_err(|_| {
+                E::custom(format!(
+                    "{text:?} is not an address like 127.0.0.1:8080 (an IP address and a port)"
+                ))
+            })
         }
     }
 }

@@ -1,7 +1,6 @@
 //! `tidewire serve`: the server, configured from a file, the environment and flags.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,7 +28,7 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    addr: Option<SocketAddr>,
+    addr: Option<String>,
     /// Directory of the SQLite database, created if missing [default: ./tidewire-data].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
