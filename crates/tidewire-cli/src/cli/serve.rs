@@ -1,6 +1,7 @@
 //! `tidewire serve`: the server, configured from a file, the environment and flags.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -159,11 +160,28 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
-            .with_context(|| format!("cannot listen on {}", config.addr))?;
+            .map_err(|error| cannot_listen(config.addr, &error))?;
         tidewire::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why the server cannot listen, and how to choose another address: the first
+/// start often finds the default port taken.
+fn cannot_listen(addr: SocketAddr, error: &std::io::Error) -> anyhow::Error {
+    let why = if error.kind() == std::io::ErrorKind::AddrInUse {
+        "the address is already in use (another tidewire, or another server, listens there)"
+            .to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut other = addr;
+    other.set_port(addr.port().wrapping_add(1).max(1));
+    anyhow::anyhow!(
+        "cannot listen on {addr}: {why}; choose another address with --addr or TIDEWIRE_ADDR \
+         (addr in the config file), such as --addr {other}"
+    )
 }
 
 /// Prints the effective configuration as TOML.
