@@ -192,3 +192,19 @@ fn a_bad_environment_variable_is_named_as_the_variable() {
     assert!(stderr.contains("--addr"), "{stderr}");
     assert!(!stderr.contains("TIDEWIRE_ADDR"), "{stderr}");
 }
+
+#[test]
+fn the_llm_url_timeouts_are_flags_and_variables() {
+    let out = effective(
+        &["--llm-first-token-timeout", "2m"],
+        &[
+            ("TIDEWIRE_LLM_URL", "http://127.0.0.1:11434/v1"),
+            ("TIDEWIRE_LLM_MODEL", "llama3.2"),
+            ("TIDEWIRE_LLM_IDLE_TIMEOUT", "45s"),
+            ("TIDEWIRE_LLM_TOTAL_TIMEOUT", "900"),
+        ],
+    );
+    assert!(out.contains("llm_first_token_timeout = \"2m\""), "{out}");
+    assert!(out.contains("llm_idle_timeout = \"45s\""), "{out}");
+    assert!(out.contains("llm_total_timeout = \"15m\""), "{out}");
+}

@@ -114,6 +114,19 @@ pub struct ServeArgs {
         serialize_with = "expose_to_the_config"
     )]
     llm_api_key: Option<Secret>,
+    /// How long the --llm-url model may take to send its first token, per attempt
+    /// (llm.attempts, 2 by default) [default: 60s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_first_token_timeout: Option<String>,
+    /// The longest silence of the --llm-url model once it streams [default: 30s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_idle_timeout: Option<String>,
+    /// The longest answer of the --llm-url model [default: 10m].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_total_timeout: Option<String>,
     /// Instructions sent first with every question.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
