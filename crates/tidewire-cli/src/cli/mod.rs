@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the server (SQLite in the data directory, the synthetic backend).
+    /// Runs the server (SQLite in the data directory; with no model configured, the
+    /// offline extractive backend answers from the documents).
     #[command(after_help = serve::ENVIRONMENT_HELP)]
     Serve(serve::ServeArgs),
     /// Asks a question and streams the answer (interactive without a question).

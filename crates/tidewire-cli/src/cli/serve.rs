@@ -90,7 +90,8 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens_limit: Option<u32>,
-    /// options.max_tokens when a request gives none [default: 64].
+    /// options.max_tokens when a request gives none [default: none: a model answers up
+    /// to its own limit, the synthetic backend 64 tokens].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     default_max_tokens: Option<u32>,
