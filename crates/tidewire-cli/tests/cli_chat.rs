@@ -256,6 +256,11 @@ async fn slash_commands_are_commands_not_questions() {
     assert_eq!(output.status.code(), Some(0));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("/new"), "/help answered: {stderr}");
+    assert!(stderr.contains("(a new conversation)"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no terminal colours on a pipe: {stderr:?}"
+    );
     // Two questions, two conversations (/new), and no command stored as a question.
     let conversations = conversations(&app).await;
     assert_eq!(conversations.len(), 2, "{conversations:?}");

@@ -151,3 +151,47 @@ fn encode_refuses_an_id_that_would_break_the_stream() {
         "{stderr}"
     );
 }
+
+#[test]
+fn decode_says_when_the_input_is_not_an_event_stream() {
+    let body = b"{\"error\":{\"code\":\"run_not_found\",\"message\":\"run 7 does not exist\"}}";
+    let (stdout, stderr, code) = run_with_input(&["sse", "decode"], body);
+    assert_ne!(code, 0);
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("no event stream on stdin"), "{stderr}");
+    assert!(stderr.contains("run 7 does not exist"), "{stderr}");
+    let (_, stderr, code) =
+        run_with_input(&["sse", "decode"], b"<html>\n<body>Bad Gateway</body>\n");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("it starts with: <html>\n"), "{stderr}");
+
+    // A stream with no event is still a stream: keepalives, an id, a cut-off event.
+    for quiet in [
+        &b": keepalive\n\n"[..],
+        b"\xEF\xBB\xBF: keepalive\n",
+        b"retry: 1000\n",
+        b"id: 4\n\n",
+        b"data: cut off",
+        b"data",
+    ] {
+        let (stdout, stderr, code) = run_with_input(&["sse", "decode"], quiet);
+        assert_eq!(code, 0, "{quiet:?}: {stderr}");
+        assert!(stdout.contains("last_event_id"), "{stdout}");
+    }
+}
+
+#[test]
+fn encode_refuses_an_event_without_data() {
+    for (line, says) in [
+        ("{\"event\":\"token\"}", "needs \"data\""),
+        ("{\"id\":\"5\",\"retry\":100}", "needs \"data\""),
+        ("{}", "nothing to write"),
+    ] {
+        let input = format!("{{\"data\":\"ok\"}}\n{line}\n");
+        let (stdout, stderr, code) = run_with_input(&["sse", "encode"], input.as_bytes());
+        assert_ne!(code, 0, "{line}");
+        assert_eq!(stdout, "data: ok\n\n", "{line}");
+        assert!(stderr.contains("line 2"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}

@@ -167,3 +167,29 @@ async fn sigterm_with_open_streams_exits_zero_within_the_drain_timeout() {
     );
     drop(idle);
 }
+
+#[test]
+fn an_address_in_use_says_how_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .args(["serve", "--addr", &addr, "--log", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env_remove("TIDEWIRE_ADDR")
+        .env_remove("TIDEWIRE_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {addr}: the address is already in use"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--addr"), "{stderr}");
+    assert!(stderr.contains("TIDEWIRE_ADDR"), "{stderr}");
+    drop(taken);
+}

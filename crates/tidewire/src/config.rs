@@ -35,6 +35,7 @@ pub use secrecy::ExposeSecret;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
+    #[serde(with = "address")]
     pub addr: SocketAddr,
     /// Directory of the SQLite database; created if missing.
     pub data_dir: PathBuf,
@@ -89,6 +90,13 @@ pub struct Config {
     pub llm_model: Option<String>,
     /// The API key of `llm_url`.
     pub llm_api_key: Option<Secret>,
+    /// How long the `llm_url` model may take to send its first token, per attempt
+    /// [default: 60s].
+    pub llm_first_token_timeout: Option<Span>,
+    /// The longest silence of the `llm_url` model once it streams [default: 30s].
+    pub llm_idle_timeout: Option<Span>,
+    /// The longest answer of the `llm_url` model [default: 10m].
+    pub llm_total_timeout: Option<Span>,
     /// Model backends, history and system prompt.
     pub llm: LlmConfig,
     /// Where the front ends' dialects are mounted, and how their streams behave
@@ -418,6 +426,9 @@ impl Default for Config {
             llm_url: None,
             llm_model: None,
             llm_api_key: None,
+            llm_first_token_timeout: None,
+            llm_idle_timeout: None,
+            llm_total_timeout: None,
             llm: LlmConfig::default(),
             dialects: DialectsConfig::default(),
             openai: OpenAiConfig::default(),
@@ -694,6 +705,23 @@ impl Config {
                 );
             }
             _ => {}
+        }
+        for (name, timeout) in [
+            ("llm_first_token_timeout", self.llm_first_token_timeout),
+            ("llm_idle_timeout", self.llm_idle_timeout),
+            ("llm_total_timeout", self.llm_total_timeout),
+        ] {
+            let Some(timeout) = timeout else { continue };
+            if timeout.0.is_zero() {
+                return invalid(&format!("{name} must be more than 0"));
+            }
+            if self.llm_url.is_none() {
+                // Said rather than ignored: the named backends have their own.
+                return invalid(&format!(
+                    "{name} applies to the llm_url model, and llm_url is not set; a backend \
+                     of [llm.backends] takes its timeouts in its own table"
+                ));
+            }
         }
         if self.keepalive.is_zero() {
             return invalid("keepalive must be more than 0");
@@ -992,6 +1020,42 @@ mod duration {
     }
 }
 
+/// Socket addresses, read with a message that shows the value and the form expected
+/// (serde's own says only "invalid socket address syntax").
+mod address {
+    use std::fmt;
+    use std::net::SocketAddr;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+        deserializer.deserialize_str(AddressVisitor)
+    }
+
+    struct AddressVisitor;
+
+    impl Visitor<'_> for AddressVisitor {
+        type Value = SocketAddr;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address like 127.0.0.1:8080")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+            text.trim().parse().map_err(|_| {
+                E::custom(format!(
+                    "{text:?} is not an address like 127.0.0.1:8080 (an IP address and a port)"
+                ))
+            })
+        }
+    }
+}
+
 /// Sizes in bytes: written as a number of bytes; read from a number or from text
 /// parsed by bytesize (`32768`, `32KiB`, `1 MiB`).
 mod bytes {
@@ -1281,6 +1345,66 @@ mod tests {
         .unwrap();
         assert_eq!(config.llm.default, "default");
         assert_eq!(Config::default().default_max_tokens, None);
+    }
+
+    #[test]
+    fn the_llm_url_timeouts_load_from_every_layer_and_need_llm_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("timeouts.toml");
+        std::fs::write(
+            &file,
+            "llm_url = \"http://h/v1\"\nllm_model = \"m\"\nllm_first_token_timeout = \"2m\"\n\
+             llm_idle_timeout = 45\n",
+        )
+        .unwrap();
+        let env = Environment::from_vars([
+            ("TIDEWIRE_LLM_IDLE_TIMEOUT", "90"),
+            ("TIDEWIRE_LLM_TOTAL_TIMEOUT", "20m"),
+        ]);
+        let config = Config::load_with(
+            Some(&file),
+            env,
+            flags(&[("llm_first_token_timeout", "3m")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.llm_first_token_timeout,
+            Some(Span(Duration::from_secs(180)))
+        );
+        assert_eq!(config.llm_idle_timeout, Some(Span(Duration::from_secs(90))));
+        assert_eq!(
+            config.llm_total_timeout,
+            Some(Span(Duration::from_secs(1200)))
+        );
+        let shown = config.to_toml();
+        assert!(
+            shown.contains("llm_first_token_timeout = \"3m\""),
+            "{shown}"
+        );
+        assert!(!Config::default().to_toml().contains("llm_idle_timeout"));
+
+        let env = Environment::from_vars([("TIDEWIRE_LLM_FIRST_TOKEN_TIMEOUT", "soon")]);
+        let error = Config::load_with(Some(&file), env, Figment::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("TIDEWIRE_LLM_FIRST_TOKEN_TIMEOUT"),
+            "{error}"
+        );
+        assert!(error.contains("not a duration"), "{error}");
+        let env = Environment::from_vars([("TIDEWIRE_LLM_TOTAL_TIMEOUT", "0")]);
+        let error = Config::load_with(Some(&file), env, Figment::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("llm_total_timeout must be more than 0"),
+            "{error}"
+        );
+        let env = Environment::from_vars([("TIDEWIRE_LLM_IDLE_TIMEOUT", "5s")]);
+        let error = Config::load_with(None, env, Figment::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("llm_url is not set"), "{error}");
     }
 
     #[test]

@@ -398,5 +398,9 @@ async fn too_many_concurrent_runs_is_503_with_retry_after() {
     assert_eq!(busy.status(), 200);
     let response = app.chat(json!({"message": "second"})).await;
     assert_eq!(response.headers()["retry-after"], "1");
-    expect_error(response, 503, "too_many_runs").await;
+    let body = expect_error(response, 503, "too_many_runs").await;
+    assert_eq!(
+        body["error"]["message"],
+        "1 run is already generating; try again shortly"
+    );
 }

@@ -430,6 +430,37 @@ async fn a_slow_first_token_times_out_while_keepalives_flow() {
 }
 
 #[tokio::test]
+async fn the_llm_url_model_takes_its_timeouts_and_the_error_says_the_wait_in_all() {
+    let mock = start_upstream().await;
+    let app = spawn_app_with(|config| {
+        config.llm_url = Some(mock.openai_url("slow-first"));
+        config.llm_model = Some("test-model".into());
+        config.llm_first_token_timeout = Some(Span(Duration::from_millis(300)));
+        config.llm.attempts = 2;
+    })
+    .await;
+    let started = Instant::now();
+    let stream = ask(&app, "q").await;
+    // Far sooner than the model's 3 s start, and than the default 60 s.
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(
+        shape(&stream),
+        [
+            "run",
+            "stage generation",
+            "error upstream_first_token_timeout",
+            "metadata test-model 1/0 estimated",
+            "done failed"
+        ]
+    );
+    assert_eq!(
+        error_message(&stream),
+        "the model server sent no first token after 2 attempts of 300ms each (600ms in all)"
+    );
+    assert_eq!(mock.requests("slow-first").len(), 2);
+}
+
+#[tokio::test]
 async fn a_stall_mid_stream_is_an_idle_timeout_with_the_partial_answer_kept() {
     let mock = start_upstream().await;
     let mut up = backend(BackendKind::Openai, mock.openai_url("stall"));

@@ -148,7 +148,11 @@ async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             }
             "/new" => {
                 conversation = None;
-                eprintln!("\x1b[2m(a new conversation)\x1b[0m");
+                if mode == Mode::Terminal {
+                    eprintln!("\x1b[2m(a new conversation)\x1b[0m");
+                } else {
+                    eprintln!("(a new conversation)");
+                }
                 continue;
             }
             command if command.starts_with('/') && !command.contains(' ') => {
@@ -166,7 +170,7 @@ async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(Answered::Interrupted) => {}
             Ok(Answered::Exit) => return Ok(ExitCode::from(130)),
-            Err(error) => eprintln!("tidewire chat: {error:#}"),
+            Err(error) => eprintln!("tidewire chat: {}", super::describe(&error)),
         }
     }
 }

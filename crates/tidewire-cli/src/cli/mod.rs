@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the server (SQLite in the data directory, the synthetic backend).
+    /// Runs the server (SQLite in the data directory; with no model configured, the
+    /// offline extractive backend answers from the documents).
     #[command(after_help = serve::ENVIRONMENT_HELP)]
     Serve(serve::ServeArgs),
     /// Asks a question and streams the answer (interactive without a question).
@@ -56,8 +57,26 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("tidewire: {error:#}");
+            eprintln!("tidewire: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once. Many errors (the
+/// library's and their dependencies') already write their cause into their own
+/// message and also return it as their source, so `{:#}` would repeat it.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }

@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    addr: Option<SocketAddr>,
+    addr: Option<String>,
     /// Directory of the SQLite database, created if missing [default: ./tidewire-data].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +90,8 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens_limit: Option<u32>,
-    /// options.max_tokens when a request gives none [default: 64].
+    /// options.max_tokens when a request gives none [default: none: a model answers up
+    /// to its own limit, the synthetic backend 64 tokens].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     default_max_tokens: Option<u32>,
@@ -114,6 +115,19 @@ pub struct ServeArgs {
         serialize_with = "expose_to_the_config"
     )]
     llm_api_key: Option<Secret>,
+    /// How long the --llm-url model may take to send its first token, per attempt
+    /// (llm.attempts, 2 by default) [default: 60s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_first_token_timeout: Option<String>,
+    /// The longest silence of the --llm-url model once it streams [default: 30s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_idle_timeout: Option<String>,
+    /// The longest answer of the --llm-url model [default: 10m].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_total_timeout: Option<String>,
     /// Instructions sent first with every question.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,8 +156,12 @@ impl ServeArgs {
 /// Runs the server until SIGINT or SIGTERM.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
-    let filter = EnvFilter::try_new(&config.log)
-        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    let filter = EnvFilter::try_new(&config.log).with_context(|| {
+        format!(
+            "invalid log filter {:?} (set by log, TIDEWIRE_LOG or --log)",
+            config.log
+        )
+    })?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -156,11 +174,28 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
-            .with_context(|| format!("cannot listen on {}", config.addr))?;
+            .map_err(|error| cannot_listen(config.addr, &error))?;
         tidewire::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why the server cannot listen, and how to choose another address: the first
+/// start often finds the default port taken.
+fn cannot_listen(addr: SocketAddr, error: &std::io::Error) -> anyhow::Error {
+    let why = if error.kind() == std::io::ErrorKind::AddrInUse {
+        "the address is already in use (another tidewire, or another server, listens there)"
+            .to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut other = addr;
+    other.set_port(addr.port().wrapping_add(1).max(1));
+    anyhow::anyhow!(
+        "cannot listen on {addr}: {why}; choose another address with --addr or TIDEWIRE_ADDR \
+         (addr in the config file), such as --addr {other}"
+    )
 }
 
 /// Prints the effective configuration as TOML.

@@ -57,7 +57,7 @@ pub struct HubConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Too many runs are generating.
-    #[error("{0} runs are already generating; try again shortly")]
+    #[error("{0} {are} already generating; try again shortly", are = if *.0 == 1 { "run is" } else { "runs are" })]
     TooManyRuns(usize),
     /// The server is shutting down.
     #[error("the server is shutting down")]

@@ -60,18 +60,26 @@ impl Backend for Failover {
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let mut last = LlmError::new("no_backend", "no model backend is configured", false);
+        let mut waits = Vec::new();
+        let mut attempts = 0;
         for backend in &self.chain {
             for attempt in 0..self.attempts {
                 if attempt > 0 {
                     let backoff = self.backoff * 2u32.saturating_pow(attempt - 1);
                     tokio::time::sleep(last.retry_after.unwrap_or_default().max(backoff)).await;
                 }
+                attempts += 1;
                 match until_first_token(backend.as_ref(), request.clone()).await {
                     Ok(generation) => return Ok(generation),
                     Err(error) => {
                         tracing::warn!(model = backend.model(), code = %error.code, attempt = attempt + 1, "model request failed before its first token");
                         let retry = error.retryable
                             && error.retry_after.is_none_or(|wait| wait <= MAX_RETRY_AFTER);
+                        if error.code == FIRST_TOKEN_TIMEOUT
+                            && let Some(waited) = error.timeout
+                        {
+                            waits.push((backend.model().to_owned(), waited));
+                        }
                         last = error;
                         if !retry {
                             break;
@@ -80,8 +88,50 @@ impl Backend for Failover {
                 }
             }
         }
-        Err(last)
+        Err(in_all(last, attempts, &waits))
     }
+}
+
+const FIRST_TOKEN_TIMEOUT: &str = "upstream_first_token_timeout";
+
+/// The final error, when several attempts ran out of time before a first token,
+/// says what the client waited in all: each attempt's own message ("within 1m")
+/// hides that there were several.
+fn in_all(mut last: LlmError, attempts: usize, waits: &[(String, Duration)]) -> LlmError {
+    let [(first_model, first_wait), ..] = waits else {
+        return last;
+    };
+    if last.code != FIRST_TOKEN_TIMEOUT || waits.len() < 2 {
+        return last;
+    }
+    let format = |wait: Duration| humantime::format_duration(wait).to_string();
+    let total: Duration = waits.iter().map(|(_, wait)| *wait).sum();
+    let each = if waits.iter().all(|(_, wait)| wait == first_wait) {
+        format!("{} each", format(*first_wait))
+    } else {
+        let mut list: Vec<String> = waits.iter().map(|(_, wait)| format(*wait)).collect();
+        let final_wait = list.pop().unwrap_or_default();
+        format!("{} and {final_wait}", list.join(", "))
+    };
+    let attempts = if attempts == waits.len() {
+        format!("{attempts} attempts of {each}")
+    } else {
+        format!(
+            "{attempts} attempts, {} of them waiting {each}",
+            waits.len()
+        )
+    };
+    let servers = if waits.iter().all(|(model, _)| model == first_model) {
+        "the model server"
+    } else {
+        "the model servers"
+    };
+    last.message = format!(
+        "{servers} sent no first token after {attempts} ({} in all)",
+        format(total)
+    );
+    last.timeout = Some(total);
+    last
 }
 
 /// Starts a generation and waits for its first token (or its end), so a failure
@@ -242,6 +292,67 @@ mod tests {
         let failover = Failover::new(vec![only], 2, Duration::from_millis(10));
         let error = failover.generate(request()).await.unwrap_err();
         assert_eq!(error.code, "upstream_incomplete");
+    }
+
+    fn no_first_token(after: Duration) -> LlmError {
+        crate::llm::http::timeout_error("first_token", after, true)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_token_timeouts_in_a_row_say_what_was_waited_in_all() {
+        let only = Arc::new(Scripted {
+            name: "only",
+            calls: Mutex::new(vec![
+                vec![Err(no_first_token(Duration::from_secs(60)))],
+                vec![Err(no_first_token(Duration::from_secs(60)))],
+            ]),
+        });
+        let failover = Failover::new(vec![only], 2, Duration::from_millis(10));
+        let error = failover.generate(request()).await.unwrap_err();
+        assert_eq!(error.code, "upstream_first_token_timeout");
+        assert_eq!(
+            error.message,
+            "the model server sent no first token after 2 attempts of 1m each (2m in all)"
+        );
+
+        let primary = Arc::new(Scripted {
+            name: "primary",
+            calls: Mutex::new(vec![
+                vec![Err(no_first_token(Duration::from_secs(60)))],
+                vec![Err(no_first_token(Duration::from_secs(60)))],
+            ]),
+        });
+        let secondary = Arc::new(Scripted {
+            name: "secondary",
+            calls: Mutex::new(vec![
+                vec![Err(unavailable())],
+                vec![Err(no_first_token(Duration::from_secs(20)))],
+            ]),
+        });
+        let failover = Failover::new(vec![primary, secondary], 2, Duration::from_millis(10));
+        let error = failover.generate(request()).await.unwrap_err();
+        assert_eq!(
+            error.message,
+            "the model servers sent no first token after 4 attempts, 3 of them waiting \
+             1m, 1m and 20s (2m 20s in all)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_first_token_timeout_keeps_its_own_message() {
+        let only = Arc::new(Scripted {
+            name: "only",
+            calls: Mutex::new(vec![
+                vec![Err(unavailable())],
+                vec![Err(no_first_token(Duration::from_secs(60)))],
+            ]),
+        });
+        let failover = Failover::new(vec![only], 2, Duration::from_millis(10));
+        let error = failover.generate(request()).await.unwrap_err();
+        assert_eq!(
+            error.message,
+            "the model server did not send a first token within 1m"
+        );
     }
 
     #[tokio::test(start_paused = true)]

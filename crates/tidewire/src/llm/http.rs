@@ -97,7 +97,7 @@ impl Default for Timeouts {
 /// The error of an expired timeout: its own code, retryable only before the first
 /// token (after it, retrying would repeat text).
 pub fn timeout_error(which: &str, after: Duration, before_first_token: bool) -> LlmError {
-    LlmError::new(
+    let mut error = LlmError::new(
         format!("upstream_{which}_timeout"),
         format!(
             "the model server did not {} within {}",
@@ -110,7 +110,9 @@ pub fn timeout_error(which: &str, after: Duration, before_first_token: bool) -> 
             humantime::format_duration(after)
         ),
         before_first_token,
-    )
+    );
+    error.timeout = Some(after);
+    error
 }
 
 /// Applies the first-token, idle and total timeouts to a stream that started at

@@ -186,6 +186,8 @@ pub struct LlmError {
     pub retry_after: Option<std::time::Duration>,
     /// What only the log should show: library messages, the server's address.
     pub detail: Option<String>,
+    /// For a timeout, the time that ran out (so retries can say what they waited).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl LlmError {
@@ -197,6 +199,7 @@ impl LlmError {
             retryable,
             retry_after: None,
             detail: None,
+            timeout: None,
         }
     }
 

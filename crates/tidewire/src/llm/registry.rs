@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{
     Backend, Extractive, Failover, Ollama, OpenAi, Service, ServiceShape, Synthetic, Timeouts,
 };
-use crate::config::{BackendConfig, BackendKind, Config, ExposeSecret};
+use crate::config::{BackendConfig, BackendKind, Config, ExposeSecret, Span};
 
 /// The first retry of a failed upstream request waits this long (then doubles).
 const BACKOFF: Duration = Duration::from_millis(200);
@@ -43,7 +43,8 @@ impl std::fmt::Debug for Backends {
 
 impl Backends {
     /// The backends of the configuration: `synthetic` always, every `[llm.backends]`
-    /// entry, and with `llm_url` one named `default`, which is then the default.
+    /// entry, and with `llm_url` one named `default` (with the `llm_*_timeout`
+    /// options), which is then the default.
     pub fn from_config(config: &Config) -> Result<Self, reqwest::Error> {
         let mut named: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
         named.insert("synthetic".into(), Arc::new(Synthetic));
@@ -57,9 +58,16 @@ impl Backends {
                 .llm_api_key
                 .as_ref()
                 .map(|key| key.expose_secret().to_owned());
+            let defaults = Timeouts::default();
+            let timeouts = Timeouts {
+                first_token: span(config.llm_first_token_timeout, defaults.first_token),
+                idle: span(config.llm_idle_timeout, defaults.idle),
+                total: span(config.llm_total_timeout, defaults.total),
+                ..defaults
+            };
             named.insert(
                 "default".into(),
-                Arc::new(OpenAi::new(url, model, key, Timeouts::default())?),
+                Arc::new(OpenAi::new(url, model, key, timeouts)?),
             );
             default = "default".into();
         }
@@ -111,11 +119,13 @@ impl Backends {
     }
 }
 
+/// A configured timeout, or its default.
+fn span(value: Option<Span>, default: Duration) -> Duration {
+    value.map_or(default, |span| span.0)
+}
+
 fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, reqwest::Error> {
     let defaults = Timeouts::default();
-    let span = |value: Option<crate::config::Span>, default: Duration| {
-        value.map_or(default, |span| span.0)
-    };
     let timeouts = Timeouts {
         connect: span(config.connect_timeout, defaults.connect),
         first_token: span(config.first_token_timeout, defaults.first_token),
