@@ -318,6 +318,9 @@ pub struct AuthConfig {
     pub jwt_secret: Option<Secret>,
     /// Accept JWTs signed with the key of this PEM file (RS256 or ES256).
     pub jwt_public_key: Option<PathBuf>,
+    /// Accept JWTs signed with a key of this JWKS file (RS256 or ES256 keys,
+    /// chosen by the token's `kid`).
+    pub jwt_jwks: Option<PathBuf>,
     /// A JWT's `iss` must be this.
     pub jwt_issuer: Option<String>,
     /// A JWT's `aud` must hold this.
@@ -344,6 +347,7 @@ impl Default for AuthConfig {
             api_keys: false,
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_jwks: None,
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(30),
@@ -358,7 +362,10 @@ impl Default for AuthConfig {
 impl AuthConfig {
     /// Whether requests must say who they are.
     pub fn enabled(&self) -> bool {
-        self.api_keys || self.jwt_secret.is_some() || self.jwt_public_key.is_some()
+        self.api_keys
+            || self.jwt_secret.is_some()
+            || self.jwt_public_key.is_some()
+            || self.jwt_jwks.is_some()
     }
 }
 

@@ -472,3 +472,78 @@ async fn past_the_concurrent_run_limit_a_user_gets_429_until_one_ends() {
     .await;
     assert_eq!(response.status(), 200);
 }
+
+/// A P-256 key pair made for these tests (never used anywhere else).
+const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgu8CqBxub+scbn/Cc
+HLYqZIRSmRgts87AfENCalmFxvmhRANCAASeWE0Vc796cS6uGUkupBZcQq/6e8Uv
+6/yYnEvcZvb60tInSEfzWXfQxqck3o8uzuDXeWJ6UojOCwBJ//A55iRY
+-----END PRIVATE KEY-----
+";
+const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEnlhNFXO/enEurhlJLqQWXEKv+nvF
+L+v8mJxL3Gb2+tLSJ0hH81l30ManJN6PLs7g13lielKIzgsASf/wOeYkWA==
+-----END PUBLIC KEY-----
+";
+
+fn es256(claims: &Value, kid: Option<&str>) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = kid.map(str::to_owned);
+    encode(
+        &header,
+        claims,
+        &EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn status_with(app: &TestApp, token: &str) -> u16 {
+    send(
+        app,
+        reqwest::Method::GET,
+        "/api/conversations",
+        Some(token),
+        None,
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn es256_tokens_verify_with_a_public_key_file_or_a_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("idp.pem");
+    std::fs::write(&pem, EC_PUBLIC).unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
+            "x": "nlhNFXO_enEurhlJLqQWXEKv-nvFL-v8mJxL3Gb2-tI",
+            "y": "0idIR_NZd9DGpyTejy7O4Nd5YnpSiM4LAEn_8DnmJFg"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let claims = json!({"sub": "erin", "exp": now() + 600});
+
+    let with_pem = {
+        let pem = pem.clone();
+        spawn_app_with(move |config| config.auth.jwt_public_key = Some(pem)).await
+    };
+    assert_eq!(status_with(&with_pem, &es256(&claims, None)).await, 200);
+    // HS256 signed with the public key's text: the classic key-confusion forgery.
+    let confused = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(EC_PUBLIC.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(status_with(&with_pem, &confused).await, 401);
+
+    let with_jwks = spawn_app_with(move |config| config.auth.jwt_jwks = Some(jwks)).await;
+    assert_eq!(
+        status_with(&with_jwks, &es256(&claims, Some("k1"))).await,
+        200
+    );
+    assert_eq!(status_with(&with_jwks, &confused).await, 401);
+}

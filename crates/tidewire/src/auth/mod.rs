@@ -64,10 +64,18 @@ struct Claims {
     sub: String,
 }
 
+/// A key that verifies JWTs, with the checks of its algorithm, and the `kid` it
+/// answers to in a JWKS.
+struct JwtKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    validation: Validation,
+}
+
 /// The authenticator.
 pub struct Auth {
     api_keys: bool,
-    jwt: Option<(DecodingKey, Validation)>,
+    jwt: Vec<JwtKey>,
     store: Arc<dyn Store>,
     /// The tokens of `events_url`s.
     pub streams: StreamTokens,
@@ -77,7 +85,7 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("api_keys", &self.api_keys)
-            .field("jwt", &self.jwt.is_some())
+            .field("jwt_keys", &self.jwt.len())
             .finish_non_exhaustive()
     }
 }
@@ -96,7 +104,7 @@ impl Auth {
 
     /// Whether requests must authenticate.
     pub fn enabled(&self) -> bool {
-        self.api_keys || self.jwt.is_some()
+        self.api_keys || !self.jwt.is_empty()
     }
 
     /// The caller of a request with this `Authorization` header value.
@@ -149,9 +157,28 @@ impl Auth {
     }
 
     fn jwt(&self, token: &str) -> Result<Caller, AuthError> {
-        let Some((key, validation)) = &self.jwt else {
+        if self.jwt.is_empty() {
             return Err(AuthError::Invalid(
                 "not an API key, and this server accepts no JWTs".into(),
+            ));
+        }
+        // One key, or the JWKS key the token names.
+        let chosen = if self.jwt.len() == 1 {
+            self.jwt.first()
+        } else {
+            let kid = jsonwebtoken::decode_header(token)
+                .map_err(|_| AuthError::Invalid("the token is not a valid JWT".into()))?
+                .kid;
+            self.jwt
+                .iter()
+                .find(|key| key.kid.is_some() && key.kid == kid)
+        };
+        let Some(JwtKey {
+            key, validation, ..
+        }) = chosen
+        else {
+            return Err(AuthError::Invalid(
+                "the token's kid names no key of this server".into(),
             ));
         };
         let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|error| {
@@ -177,15 +204,23 @@ impl Auth {
     }
 }
 
-/// The JWT key and checks of the configuration, if it accepts JWTs.
-fn jwt_settings(config: &AuthConfig) -> Result<Option<(DecodingKey, Validation)>, AuthSetupError> {
+/// The JWT keys and checks of the configuration (none if it accepts no JWTs).
+fn jwt_settings(config: &AuthConfig) -> Result<Vec<JwtKey>, AuthSetupError> {
+    let given = [
+        config.jwt_secret.is_some(),
+        config.jwt_public_key.is_some(),
+        config.jwt_jwks.is_some(),
+    ];
+    if given.iter().filter(|given| **given).count() > 1 {
+        return Err(AuthSetupError(
+            "set one of jwt_secret (HS256), jwt_public_key or jwt_jwks (RS256/ES256)".into(),
+        ));
+    }
+    if let Some(path) = &config.jwt_jwks {
+        return jwks(config, path);
+    }
     let (key, algorithm) = match (&config.jwt_secret, &config.jwt_public_key) {
-        (Some(_), Some(_)) => {
-            return Err(AuthSetupError(
-                "set jwt_secret (HS256) or jwt_public_key (RS256/ES256), not both".into(),
-            ));
-        }
-        (Some(secret), None) => (
+        (Some(secret), _) => (
             DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             Algorithm::HS256,
         ),
@@ -209,8 +244,47 @@ fn jwt_settings(config: &AuthConfig) -> Result<Option<(DecodingKey, Validation)>
                 ),
             }
         }
-        (None, None) => return Ok(None),
+        (None, None) => return Ok(Vec::new()),
     };
+    Ok(vec![JwtKey {
+        kid: None,
+        key,
+        validation: validation(config, algorithm),
+    }])
+}
+
+/// The keys of a JWKS file, each with the algorithm of its kind.
+fn jwks(config: &AuthConfig, path: &std::path::Path) -> Result<Vec<JwtKey>, AuthSetupError> {
+    let failed = |why: String| AuthSetupError(format!("jwt_jwks {}: {why}", path.display()));
+    let text = std::fs::read(path).map_err(|error| failed(error.to_string()))?;
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&text).map_err(|error| failed(error.to_string()))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        use jsonwebtoken::jwk::AlgorithmParameters;
+        let algorithm = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+            _ => continue,
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|error| failed(error.to_string()))?;
+        keys.push(JwtKey {
+            kid: jwk.common.key_id.clone(),
+            key,
+            validation: validation(config, algorithm),
+        });
+    }
+    if keys.is_empty() {
+        return Err(failed("no RSA or EC key in it".into()));
+    }
+    if keys.len() > 1 && keys.iter().any(|key| key.kid.is_none()) {
+        return Err(failed("with several keys, each needs a kid".into()));
+    }
+    Ok(keys)
+}
+
+/// The checks of a JWT signed with `algorithm`.
+fn validation(config: &AuthConfig, algorithm: Algorithm) -> Validation {
     // One algorithm: a token that names another (`none` included) is refused.
     let mut validation = Validation::new(algorithm);
     validation.leeway = config.jwt_leeway.as_secs();
@@ -223,7 +297,7 @@ fn jwt_settings(config: &AuthConfig) -> Result<Option<(DecodingKey, Validation)>
         Some(audience) => validation.set_audience(&[audience]),
         None => validation.validate_aud = false,
     }
-    Ok(Some((key, validation)))
+    validation
 }
 
 /// Seconds since the Unix epoch.
