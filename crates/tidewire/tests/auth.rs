@@ -547,3 +547,43 @@ async fn es256_tokens_verify_with_a_public_key_file_or_a_jwks() {
     );
     assert_eq!(status_with(&with_jwks, &confused).await, 401);
 }
+
+#[tokio::test]
+async fn the_chatbot_front_end_gets_its_refusals_as_the_one_event_stream_it_reads() {
+    let app = app_with_auth(|auth| auth.requests_per_minute = 1).await;
+    let response = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/chat/",
+        None,
+        Some(json!({"message": "hi"})),
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = response.text().await.unwrap();
+    let event: Value = serde_json::from_str(body.trim().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(event["type"], "error");
+    assert!(event["error"].as_str().unwrap().contains("Authorization"));
+
+    let (key, _) = key_for(&app, "frank", None).await;
+    let ask = || {
+        send(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/chat/",
+            Some(&key),
+            Some(json!({"message": "hi", "stream": false})),
+        )
+    };
+    assert_eq!(ask().await.status(), 200);
+    let limited = ask().await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let body = limited.text().await.unwrap();
+    assert!(
+        body.starts_with("data: ") && body.contains("rate limit"),
+        "{body}"
+    );
+}

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use super::error::ApiError;
 use crate::auth::{AuthError, Caller, RateLimited};
 
 /// A request refused before its route ran: not authenticated, or over a limit.
@@ -28,9 +29,39 @@ impl From<RateLimited> for Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let (status, code, kind, message, retry_after) = match &self {
+impl Refusal {
+    /// The refusal as an [`ApiError`], for a dialect that answers errors its way;
+    /// [`Refusal::challenge`] adds the `WWW-Authenticate` header.
+    pub fn api_error(&self) -> ApiError {
+        let (status, code, _, message, retry_after) = self.parts();
+        ApiError {
+            status,
+            code,
+            message,
+            retry_after,
+        }
+    }
+
+    /// Adds `WWW-Authenticate` to `response` when this is a 401.
+    pub fn challenge(&self, mut response: Response) -> Response {
+        if let Self::Unauthenticated(error) = self
+            && !matches!(error, AuthError::Unavailable)
+        {
+            let challenge = format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                error.to_string().replace('"', "'")
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String, Option<u32>) {
+        match self {
             Self::Unauthenticated(AuthError::Unavailable) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "auth_unavailable",
@@ -52,27 +83,25 @@ impl IntoResponse for Refusal {
                 limited.message.clone(),
                 Some(limited.retry_after),
             ),
-        };
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, code, kind, message, retry_after) = self.parts();
         let body = json!({
             "error": {"code": code, "message": message, "type": kind, "param": null},
             "message": message,
             "detail": message,
         });
         let mut response = (status, axum::Json(body)).into_response();
-        let headers = response.headers_mut();
-        if status == StatusCode::UNAUTHORIZED {
-            let challenge = format!(
-                "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                message.replace('"', "'")
-            );
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                headers.insert(header::WWW_AUTHENTICATE, value);
-            }
-        }
         if let Some(seconds) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        response
+        self.challenge(response)
     }
 }
 

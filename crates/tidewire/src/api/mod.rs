@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -162,6 +163,34 @@ where
         + 'static,
     Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
 {
+    mount_with(router, path, route, handler, IntoResponse::into_response)
+}
+
+/// [`mount`], with the dialect's own answer to a request refused before its
+/// handler runs (unauthenticated, over a limit).
+fn mount_with<R, F, Fut>(
+    router: Router<AppState>,
+    path: &str,
+    route: R,
+    handler: F,
+    refused: fn(Refusal) -> axum::response::Response,
+) -> Router<AppState>
+where
+    R: Clone + Send + Sync + 'static,
+    F: Fn(
+            State<AppState>,
+            R,
+            crate::auth::Caller,
+            axum::http::Version,
+            axum::http::HeaderMap,
+            Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+        ) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
     let call = move |(state, caller, version, headers, body): DialectArgs| {
         handler(state, route.clone(), caller, version, headers, body)
     };
@@ -169,11 +198,17 @@ where
         path,
         post(
             move |state: State<AppState>,
-                  Asker(caller): Asker,
+                  asker: Result<Asker, Refusal>,
                   version: axum::http::Version,
                   headers: axum::http::HeaderMap,
                   body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>| {
-                call((state, caller, version, headers, body))
+                let call = call.clone();
+                async move {
+                    match asker {
+                        Ok(Asker(caller)) => call((state, caller, version, headers, body)).await,
+                        Err(refusal) => refused(refusal),
+                    }
+                }
             },
         )
         // Browsers ask first (CORS preflight); the CORS layer answers.
@@ -257,7 +292,13 @@ fn dialect_routes(mut router: Router<AppState>, config: &DialectsConfig) -> Rout
     if on(&config.chatbot) {
         let chatbot = route(&config.chatbot);
         let path = &config.chatbot.path;
-        router = mount(router, path, Arc::clone(&chatbot), dialect::chatbot::handle);
+        router = mount_with(
+            router,
+            path,
+            Arc::clone(&chatbot),
+            dialect::chatbot::handle,
+            dialect::chatbot::refused,
+        );
         // Its clients post to `/api/v1/chat/`; the same without the slash too.
         let other = match path.strip_suffix('/') {
             Some(bare) if !bare.is_empty() => bare.to_owned(),
@@ -265,7 +306,13 @@ fn dialect_routes(mut router: Router<AppState>, config: &DialectsConfig) -> Rout
             None => format!("{path}/"),
         };
         if !other.is_empty() {
-            router = mount(router, &other, chatbot, dialect::chatbot::handle);
+            router = mount_with(
+                router,
+                &other,
+                chatbot,
+                dialect::chatbot::handle,
+                dialect::chatbot::refused,
+            );
         }
     }
     router

@@ -235,6 +235,12 @@ pub async fn handle(
     }
 }
 
+/// A request refused before the handler (unauthenticated, over a limit), the way
+/// its clients read errors: a one-event stream with the right status.
+pub fn refused(refusal: crate::api::Refusal) -> Response {
+    refusal.challenge(error_response(refusal.api_error()))
+}
+
 /// An error before the stream: its status, and a body that is itself a one-event
 /// stream, which these clients read whatever the status.
 pub fn error_response(error: ApiError) -> Response {
