@@ -164,6 +164,35 @@ async fn each_user_sees_only_their_own_on_every_route() {
     )
     .await;
     assert_eq!(response.status(), 404);
+    // Every other route that names a conversation: not found for him either.
+    for (path, body) in [
+        (
+            "/api/chat/stream",
+            json!({"message": "mine now", "session_id": conversation}),
+        ),
+        (
+            "/api/chat/stream",
+            json!({"user_message": "mine now", "conversation_id": conversation,
+                   "context_node_ids": [], "project_id": "p", "chat_node_id": "n"}),
+        ),
+        (
+            "/api/v1/chat/",
+            json!({"message": "mine now", "conversation_id": conversation}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "synthetic", "conversation_id": conversation,
+                   "messages": [{"role": "user", "content": "mine now"}]}),
+        ),
+        (
+            "/api/ui/chat",
+            json!({"id": conversation, "trigger": "submit-message",
+                   "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "mine now"}]}]}),
+        ),
+    ] {
+        let response = send(&app, M::POST, path, Some(&bob), Some(body.clone())).await;
+        assert_eq!(response.status(), 404, "bob on {path} with {body}");
+    }
     // A reconnect of useChat to her chat finds nothing running.
     let response = send(
         &app,
@@ -199,6 +228,12 @@ async fn each_user_sees_only_their_own_on_every_route() {
     )
     .await;
     assert_eq!(messages.status(), 200);
+    let messages: Value = messages.json().await.unwrap();
+    assert_eq!(
+        messages["messages"].as_array().unwrap().len(),
+        2,
+        "nothing of his went into it"
+    );
 }
 
 #[tokio::test]
