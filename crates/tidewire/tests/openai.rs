@@ -8,9 +8,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::upstream::start_upstream;
+use support::upstream::{backend, start_upstream};
 use support::{TestApp, spawn_app, spawn_app_with};
-use tidewire::config::{BackendConfig, BackendKind};
+use tidewire::config::BackendKind;
 
 async fn post(app: &TestApp, body: Value) -> reqwest::Response {
     app.client
@@ -241,23 +241,10 @@ async fn an_error_after_the_first_chunk_is_one_error_line_then_the_end() {
     let url = mock.openai_url("vllm-error");
     let app = spawn_app_with(|config| {
         config.llm.attempts = 1;
-        config.llm.backends.insert(
-            "up".into(),
-            BackendConfig {
-                kind: BackendKind::Openai,
-                url: Some(url),
-                model: Some("test-model".into()),
-                api_key: None,
-                connect_timeout: None,
-                first_token_timeout: None,
-                idle_timeout: None,
-                total_timeout: None,
-                request_body: None,
-                answer_path: None,
-                confidence_path: None,
-                sources_path: None,
-            },
-        );
+        config
+            .llm
+            .backends
+            .insert("up".into(), backend(BackendKind::Openai, url));
     })
     .await;
     let response = post(
@@ -354,23 +341,10 @@ async fn sampling_settings_reach_the_model_server() {
     let mock = start_upstream().await;
     let url = mock.openai_url("openai");
     let app = spawn_app_with(|config| {
-        config.llm.backends.insert(
-            "up".into(),
-            BackendConfig {
-                kind: BackendKind::Openai,
-                url: Some(url),
-                model: Some("test-model".into()),
-                api_key: None,
-                connect_timeout: None,
-                first_token_timeout: None,
-                idle_timeout: None,
-                total_timeout: None,
-                request_body: None,
-                answer_path: None,
-                confidence_path: None,
-                sources_path: None,
-            },
-        );
+        config
+            .llm
+            .backends
+            .insert("up".into(), backend(BackendKind::Openai, url));
     })
     .await;
     let response = post(

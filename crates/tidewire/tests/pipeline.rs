@@ -5,9 +5,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::upstream::{MockUpstream, start_upstream};
+use support::upstream::{MockUpstream, backend, start_upstream};
 use support::{Event, Stream, TestApp, read_stream_body, read_until, spawn_app_with};
-use tidewire::config::{BackendConfig, BackendKind, PipelineConfig};
+use tidewire::config::{BackendKind, PipelineConfig};
 
 const TIDES: &str = "# Tides\n\nTides are the rise and fall of the sea. They are caused by the \
     gravity of the Moon and, to a lesser degree, of the Sun.\n\n## Spring tides\n\nWhen the Sun \
@@ -226,20 +226,7 @@ async fn a_cancel_during_generation_stops_the_stages_after_it() {
 async fn app_with_model(mock: &MockUpstream, scenario: &str) -> TestApp {
     let url = mock.openai_url(scenario);
     app_with_corpus(|config| {
-        let model = BackendConfig {
-            kind: BackendKind::Openai,
-            url: Some(url),
-            model: Some("test-model".into()),
-            api_key: None,
-            connect_timeout: None,
-            first_token_timeout: None,
-            idle_timeout: None,
-            total_timeout: None,
-            request_body: None,
-            answer_path: None,
-            confidence_path: None,
-            sources_path: None,
-        };
+        let model = backend(BackendKind::Openai, url);
         config.llm.backends.insert("model".into(), model);
         config.llm.default = "model".into();
     })

@@ -5,9 +5,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::upstream::start_upstream;
+use support::upstream::{backend, start_upstream};
 use support::{TestApp, spawn_app, spawn_app_with};
-use tidewire::config::{BackendConfig, BackendKind, PipelineConfig};
+use tidewire::config::{BackendKind, PipelineConfig};
 
 fn body(chat: &str, text: &str) -> Value {
     json!({
@@ -121,23 +121,10 @@ async fn a_failure_is_an_error_part_then_finish() {
     let url = mock.openai_url("vllm-error");
     let app = spawn_app_with(|config| {
         config.llm.attempts = 1;
-        config.llm.backends.insert(
-            "up".into(),
-            BackendConfig {
-                kind: BackendKind::Openai,
-                url: Some(url),
-                model: Some("test-model".into()),
-                api_key: None,
-                connect_timeout: None,
-                first_token_timeout: None,
-                idle_timeout: None,
-                total_timeout: None,
-                request_body: None,
-                answer_path: None,
-                confidence_path: None,
-                sources_path: None,
-            },
-        );
+        config
+            .llm
+            .backends
+            .insert("up".into(), backend(BackendKind::Openai, url));
         config.llm.default = "up".into();
     })
     .await;

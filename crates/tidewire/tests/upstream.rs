@@ -9,27 +9,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::upstream::{MockUpstream, start_upstream};
+use support::upstream::{MockUpstream, backend, start_upstream};
 use support::{Stream, TestApp, read_events, spawn_app_with};
 use tidewire::Config;
 use tidewire::config::{BackendConfig, BackendKind, Secret, Span};
-
-fn backend(kind: BackendKind, url: String) -> BackendConfig {
-    BackendConfig {
-        kind,
-        url: Some(url),
-        model: Some("test-model".into()),
-        api_key: None,
-        connect_timeout: None,
-        first_token_timeout: None,
-        idle_timeout: None,
-        total_timeout: None,
-        request_body: None,
-        answer_path: None,
-        confidence_path: None,
-        sources_path: None,
-    }
-}
 
 /// The server with `backend` as its default backend, named `up`.
 async fn app_with(backend: BackendConfig, tweak: impl FnOnce(&mut Config)) -> TestApp {

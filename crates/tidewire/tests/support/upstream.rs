@@ -17,6 +17,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tidewire::config::{BackendConfig, BackendKind};
+
+/// A backend of `kind` at `url`, model `test-model`, every other setting default.
+pub fn backend(kind: BackendKind, url: String) -> BackendConfig {
+    BackendConfig {
+        kind,
+        url: Some(url),
+        model: Some("test-model".into()),
+        api_key: None,
+        connect_timeout: None,
+        first_token_timeout: None,
+        idle_timeout: None,
+        total_timeout: None,
+        request_body: None,
+        answer_path: None,
+        confidence_path: None,
+        sources_path: None,
+    }
+}
 
 /// What the mock saw.
 #[derive(Default)]

@@ -26,10 +26,9 @@ use axum::http::{HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tidewire_protocol::api::ChatOptions;
 use tidewire_protocol::{ChatEvent, Usage};
 
-use super::{ErrorObject, OpenAiError, with_run_headers};
+use super::{ErrorObject, OpenAiError, with_run_headers, within};
 use crate::api::chat::{check_message, parse, read_body, require_json};
 use crate::api::dialect::{default_scope, frame};
 use crate::api::error::ApiError;
@@ -250,20 +249,13 @@ fn accept(
         Some(id) => ConversationRef::Named(id),
         None => ConversationRef::Inline(history),
     };
-    let given = ChatOptions {
-        max_tokens: body.max_completion_tokens.or(body.max_tokens),
-        backend: Some(body.model.clone()),
-        ..ChatOptions::default()
-    };
-    let mut options = state
-        .hub
-        .pipeline()
-        .options(&given)
-        .map_err(|invalid| OpenAiError {
-            param: (invalid.code == "invalid_max_tokens").then_some("max_tokens"),
-            error: ApiError::unprocessable(invalid.code, invalid.message),
-        })?;
-    options.sampling = sampling;
+    let options = super::run_options(
+        state,
+        &body.model,
+        body.max_completion_tokens.or(body.max_tokens),
+        "max_tokens",
+        sampling,
+    )?;
     Ok(Accepted {
         request: RunRequest {
             conversation,
@@ -284,14 +276,6 @@ fn accept(
 
 /// The sampling settings of a request, each within OpenAI's range.
 fn sampling(body: &CompletionRequest) -> Result<Sampling, OpenAiError> {
-    let within = |param: &'static str, value: Option<f64>, low: f64, high: f64| match value {
-        Some(v) if !(low..=high).contains(&v) => Err(OpenAiError::invalid(
-            param,
-            "invalid_value",
-            format!("{param} must be from {low} to {high}"),
-        )),
-        _ => Ok(value),
-    };
     let stop = match &body.stop {
         None => Vec::new(),
         Some(Stop::One(one)) => vec![one.clone()],

@@ -25,7 +25,9 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use crate::hub::Run;
-use crate::llm::PromptRole;
+use crate::llm::{PromptRole, Sampling};
+use crate::pipeline::RunOptions;
+use tidewire_protocol::api::ChatOptions;
 
 /// An error in OpenAI's shape, with the parameter at fault when there is one.
 #[derive(Debug, Clone)]
@@ -112,6 +114,49 @@ pub fn check_model(state: &AppState, model: &str) -> Result<(), OpenAiError> {
         ),
         param: Some("model"),
     })
+}
+
+/// `value` when it is within `low..=high`; a 400 about `param` otherwise.
+pub fn within(
+    param: &'static str,
+    value: Option<f64>,
+    low: f64,
+    high: f64,
+) -> Result<Option<f64>, OpenAiError> {
+    match value {
+        Some(v) if !(low..=high).contains(&v) => Err(OpenAiError::invalid(
+            param,
+            "invalid_value",
+            format!("{param} must be from {low} to {high}"),
+        )),
+        _ => Ok(value),
+    }
+}
+
+/// The run options of an OpenAI request: `model`'s backend, the token limit
+/// (named `max_tokens_param` in errors, as the request calls it) and `sampling`.
+pub fn run_options(
+    state: &AppState,
+    model: &str,
+    max_tokens: Option<u32>,
+    max_tokens_param: &'static str,
+    sampling: Sampling,
+) -> Result<RunOptions, OpenAiError> {
+    let given = ChatOptions {
+        max_tokens,
+        backend: Some(model.to_owned()),
+        ..ChatOptions::default()
+    };
+    let mut options = state
+        .hub
+        .pipeline()
+        .options(&given)
+        .map_err(|invalid| OpenAiError {
+            param: (invalid.code == "invalid_max_tokens").then_some(max_tokens_param),
+            error: ApiError::unprocessable(invalid.code, invalid.message),
+        })?;
+    options.sampling = sampling;
+    Ok(options)
 }
 
 /// The role of an input message (`at` names it in errors).

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tidewire_protocol::{Answer, ChatEvent, ErrorEvent, MessageStatus, Usage};
 
 use super::chat::Content;
-use super::{OpenAiError, check_model, prompt_role, with_run_headers};
+use super::{OpenAiError, check_model, prompt_role, run_options, with_run_headers, within};
 use crate::api::chat::{check_message, parse, read_body, require_json};
 use crate::api::dialect::{default_scope, frame};
 use crate::api::error::ApiError;
@@ -309,34 +309,18 @@ fn accept(
         }
         None => ConversationRef::Inline(history),
     };
-    for (param, value) in [("temperature", body.temperature), ("top_p", body.top_p)] {
-        let high = if param == "top_p" { 1.0 } else { 2.0 };
-        if value.is_some_and(|v| !(0.0..=high).contains(&v)) {
-            return Err(OpenAiError::invalid(
-                param,
-                "invalid_value",
-                format!("{param} must be from 0 to {high}"),
-            ));
-        }
-    }
-    let given = tidewire_protocol::api::ChatOptions {
-        max_tokens: body.max_output_tokens,
-        backend: Some(body.model.clone()),
-        ..Default::default()
-    };
-    let mut options = state
-        .hub
-        .pipeline()
-        .options(&given)
-        .map_err(|invalid| OpenAiError {
-            param: (invalid.code == "invalid_max_tokens").then_some("max_output_tokens"),
-            error: ApiError::unprocessable(invalid.code, invalid.message),
-        })?;
-    options.sampling = Sampling {
-        temperature: body.temperature,
-        top_p: body.top_p,
+    let sampling = Sampling {
+        temperature: within("temperature", body.temperature, 0.0, 2.0)?,
+        top_p: within("top_p", body.top_p, 0.0, 1.0)?,
         ..Sampling::default()
     };
+    let options = run_options(
+        state,
+        &body.model,
+        body.max_output_tokens,
+        "max_output_tokens",
+        sampling,
+    )?;
     let echo = Echo {
         model: body.model,
         instructions: body.instructions,
