@@ -138,7 +138,9 @@ impl FromRequestParts<AppState> for Asker {
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         state.limits.request(&caller.user_id)?;
-        state.limits.start(state.hub.running_of(&caller.user_id))?;
+        state
+            .limits
+            .start(|| state.hub.running_of(&caller.user_id))?;
         Ok(Self(caller))
     }
 }

@@ -60,9 +60,10 @@ impl Limits {
         })
     }
 
-    /// Whether `user_id`, with `running` answers running, may start another.
-    pub fn start(&self, running: usize) -> Result<(), RateLimited> {
-        if self.concurrent == 0 || running < self.concurrent as usize {
+    /// Whether a user with `running()` answers running may start another
+    /// (counted only when there is a limit: counting scans the runs in memory).
+    pub fn start(&self, running: impl FnOnce() -> usize) -> Result<(), RateLimited> {
+        if self.concurrent == 0 || running() < self.concurrent as usize {
             return Ok(());
         }
         Err(RateLimited {
