@@ -66,3 +66,44 @@ async fn a_key_made_beside_a_running_server_works_at_once_and_stops_when_revoked
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(ask().await.unwrap().status(), 401);
 }
+
+#[tokio::test]
+async fn tidewire_chat_sends_its_token_to_a_server_with_authentication_on() {
+    let app = support::spawn_app_with(|config| config.auth.api_keys = true).await;
+    let dir = app.data_dir.path().to_owned();
+    let (stdout, _, _) =
+        tokio::task::spawn_blocking(move || keys(&dir, &["create", "--user", "gina"]))
+            .await
+            .unwrap();
+    let key = stdout.trim().to_owned();
+    let base = app.base.clone();
+    let chat = move |token: Option<String>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"));
+        command
+            .args(["chat", "--url", &base, "--max-tokens", "3", "hello"])
+            .env_remove("TIDEWIRE_URL")
+            .env_remove("TIDEWIRE_TOKEN");
+        if let Some(token) = token {
+            command.env("TIDEWIRE_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let without = tokio::task::spawn_blocking({
+        let chat = chat.clone();
+        move || chat(None)
+    })
+    .await
+    .unwrap();
+    assert_ne!(without.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("401"));
+    let with = tokio::task::spawn_blocking(move || chat(Some(key)))
+        .await
+        .unwrap();
+    assert_eq!(
+        with.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&with.stdout).split(' ').count(), 3);
+}

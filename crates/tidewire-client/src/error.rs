@@ -41,6 +41,9 @@ pub enum ClientError {
     /// The base URL or a path cannot form a URL.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// The token cannot be sent in a header.
+    #[error("the token holds characters an HTTP header cannot")]
+    InvalidToken,
 }
 
 impl ClientError {
@@ -50,9 +53,11 @@ impl ClientError {
         match self {
             Self::Http { status, .. } => *status == 408 || *status == 429 || *status >= 500,
             Self::Connection(_) | Self::EndedEarly | Self::Idle(_) => true,
-            Self::Protocol(_) | Self::Timeout(_) | Self::GaveUp { .. } | Self::InvalidUrl(_) => {
-                false
-            }
+            Self::Protocol(_)
+            | Self::Timeout(_)
+            | Self::GaveUp { .. }
+            | Self::InvalidUrl(_)
+            | Self::InvalidToken => false,
         }
     }
 

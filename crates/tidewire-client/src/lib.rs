@@ -70,6 +70,7 @@ pub struct ClientBuilder {
     idle_timeout: Option<Duration>,
     overall_timeout: Option<Duration>,
     connect_timeout: Duration,
+    token: Option<String>,
 }
 
 impl ClientBuilder {
@@ -98,6 +99,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer <token>` (an API key or a JWT) with every
+    /// request, for a server with authentication on.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Result<Client, ClientError> {
         let base = Url::parse(&self.base)
@@ -107,8 +115,16 @@ impl ClientBuilder {
                 "{base}: not an http or https URL"
             )));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::InvalidToken)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
+            .default_headers(headers)
             .build()
             .map_err(ClientError::from)?;
         Ok(Client {
@@ -137,6 +153,7 @@ impl Client {
             idle_timeout: Some(Duration::from_secs(45)),
             overall_timeout: None,
             connect_timeout: Duration::from_secs(10),
+            token: None,
         }
     }
 

@@ -21,6 +21,9 @@ pub struct ChatArgs {
     /// The tidewire server.
     #[arg(long, env = "TIDEWIRE_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// An API key or a JWT, for a server with authentication on.
+    #[arg(long, env = "TIDEWIRE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Continue this conversation.
     #[arg(long)]
     conversation: Option<String>,
@@ -98,7 +101,9 @@ async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    let client = Client::new(&args.url)?;
+    let client = Client::builder(&args.url)
+        .token(args.token.clone())
+        .build()?;
     let mode = if args.json {
         Mode::Json
     } else if std::io::stdout().is_terminal() {

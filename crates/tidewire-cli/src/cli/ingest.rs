@@ -52,6 +52,9 @@ pub struct IngestArgs {
     /// The tidewire server.
     #[arg(long, env = "TIDEWIRE_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// An API key or a JWT, for a server with authentication on.
+    #[arg(long, env = "TIDEWIRE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// What happened, for the summary.
@@ -81,8 +84,16 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
 async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let base = args.url.trim_end_matches('/').to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &args.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token holds characters an HTTP header cannot")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()
         .context("building the HTTP client")?;
     let mut tally = Tally::default();
