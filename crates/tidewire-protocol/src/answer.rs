@@ -4,7 +4,7 @@
 //! `stream: false` reply, the store, a client), so the fields of an answer are
 //! derived in one place.
 
-use crate::event::{ChatEvent, ErrorEvent, MessageStatus, Source, Usage};
+use crate::event::{ChatEvent, ErrorEvent, MessageStatus, Source, ToolCallRecord, Usage};
 
 /// What a run has produced so far.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +19,8 @@ pub struct Answer {
     pub quality_score: Option<f64>,
     /// The latest `follow_up_questions`.
     pub follow_up_questions: Vec<String>,
+    /// Every tool call, in the order they started, with its result once finished.
+    pub tool_calls: Vec<ToolCallRecord>,
     /// Token counts from `metadata`.
     pub usage: Option<Usage>,
     /// The model that answered, from `metadata`.
@@ -37,6 +39,7 @@ impl Default for Answer {
             sources: Vec::new(),
             quality_score: None,
             follow_up_questions: Vec::new(),
+            tool_calls: Vec::new(),
             usage: None,
             model: None,
             finish_reason: None,
@@ -61,12 +64,29 @@ impl Answer {
                 self.model = Some(metadata.model.clone());
                 self.finish_reason.clone_from(&metadata.finish_reason);
             }
+            ChatEvent::ToolStarted(call) => self.tool_calls.push(ToolCallRecord {
+                tool_call_id: call.tool_call_id.clone(),
+                tool_name: call.tool_name.clone(),
+                arguments: call.arguments.clone(),
+                result: None,
+                duration_ms: None,
+                is_error: false,
+            }),
+            ChatEvent::ToolFinished(finished) => {
+                if let Some(call) = self
+                    .tool_calls
+                    .iter_mut()
+                    .rev()
+                    .find(|call| call.tool_call_id == finished.tool_call_id)
+                {
+                    call.result = Some(finished.result.clone());
+                    call.duration_ms = Some(finished.duration_ms);
+                    call.is_error = finished.is_error;
+                }
+            }
             ChatEvent::Error(error) => self.error = Some((**error).clone()),
             ChatEvent::Done(done) => self.status = done.status,
-            ChatEvent::Run(_)
-            | ChatEvent::Stage(_)
-            | ChatEvent::ToolStarted(_)
-            | ChatEvent::ToolFinished(_) => {}
+            ChatEvent::Run(_) | ChatEvent::Stage(_) => {}
         }
     }
 

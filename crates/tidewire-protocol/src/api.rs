@@ -52,6 +52,10 @@ pub struct ChatOptions {
     /// Only these documents (by id) are searched, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub documents: Option<Vec<String>>,
+    /// The model may call only these of the configured tools (`[]`: none), when
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
 }
 
 /// `POST /api/chat` answer when `stream` is `false`.
@@ -73,6 +77,9 @@ pub struct ChatResponse {
     pub quality_score: Option<f64>,
     /// Suggested next questions.
     pub follow_up_questions: Vec<String>,
+    /// The tools the answer called, with their results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::ToolCallRecord>,
     /// Token counts, when known.
     pub usage: Option<Usage>,
     /// The error that ended the run, when it failed.
@@ -172,6 +179,9 @@ pub struct Message {
     /// The follow-up questions suggested with an answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub follow_up_questions: Vec<String>,
+    /// The tools an answer called, with their results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::ToolCallRecord>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

@@ -100,8 +100,33 @@ pub struct ToolFinished {
     pub tool_name: String,
     /// How long the call took.
     pub duration_ms: u64,
-    /// What the tool returned.
+    /// What the tool returned; for a failed call, `{"error": ..., "code": ...}`.
     pub result: serde_json::Value,
+    /// The call failed (the model was told, and went on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+}
+
+/// A tool call of an answer, as stored with the message: its `tool_started` and
+/// `tool_finished` in one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    /// The call's id.
+    pub tool_call_id: String,
+    /// The tool's name.
+    pub tool_name: String,
+    /// The call's arguments.
+    pub arguments: serde_json::Value,
+    /// What the tool returned; `None` while it runs, or when the run was stopped
+    /// during the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// How long the call took, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The call failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 /// Payload of `quality_score`.
@@ -130,6 +155,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The counts of two requests together (an answer over several rounds of tool
+    /// calls).
+    pub fn plus(self, other: Self) -> Self {
+        Self::new(
+            self.prompt_tokens.saturating_add(other.prompt_tokens),
+            self.completion_tokens
+                .saturating_add(other.completion_tokens),
+        )
+    }
+
     /// Usage with the total computed.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
         Self {
@@ -393,6 +428,7 @@ mod tests {
                 tool_name: "search".into(),
                 duration_ms: 12,
                 result: serde_json::json!([1, 2]),
+                is_error: false,
             })),
             ChatEvent::QualityScore(QualityScore {
                 quality_score: 0.75,

@@ -17,6 +17,6 @@ pub use answer::Answer;
 
 pub use event::{
     ChatEvent, Done, ErrorEvent, EventParseError, FollowUpQuestions, MessageStatus, Metadata,
-    QualityScore, RunStarted, Source, Sources, Stage, Timing, Token, ToolFinished, ToolStarted,
-    Usage,
+    QualityScore, RunStarted, Source, Sources, Stage, Timing, Token, ToolCallRecord, ToolFinished,
+    ToolStarted, Usage,
 };

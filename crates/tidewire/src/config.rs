@@ -30,6 +30,10 @@ pub use figment;
 /// The one way to read a [`Secret`].
 pub use secrecy::ExposeSecret;
 
+mod tools;
+
+pub use tools::{HttpToolConfig, McpServerConfig, ToolsConfig, expand_env};
+
 /// The configuration the server runs with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -110,6 +114,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Documents and their search (TOML only: the `[documents]` table).
     pub documents: DocumentsConfig,
+    /// The tools models may call (TOML only: the `[tools]` table).
+    pub tools: ToolsConfig,
 }
 
 /// The `[pipeline]` table: which stages run, and their limits.
@@ -270,7 +276,7 @@ impl DialectsConfig {
     /// `rag` and `canvas`, told apart by their bodies) nor a native route share a
     /// path.
     fn validate(&self) -> Result<(), String> {
-        const NATIVE: [&str; 3] = ["/api/chat", "/api/conversations", "/healthz"];
+        const NATIVE: [&str; 4] = ["/api/chat", "/api/conversations", "/api/tools", "/healthz"];
         let mut seen: Vec<(&str, &str)> = Vec::new();
         for (name, route) in self.all() {
             if route.path.is_empty() {
@@ -382,6 +388,9 @@ pub struct OpenAiConfig {
     /// run after this long; `off` lets the run finish.
     #[serde(with = "duration::off")]
     pub cancel_on_disconnect: Option<Duration>,
+    /// Offer the configured tools (`[tools]`) to models on these routes too. Off by
+    /// default: OpenAI clients bring their own tools.
+    pub server_tools: bool,
 }
 
 impl Default for OpenAiConfig {
@@ -390,6 +399,7 @@ impl Default for OpenAiConfig {
             enabled: true,
             keepalive: Duration::from_secs(15),
             cancel_on_disconnect: Some(Duration::from_secs(3)),
+            server_tools: false,
         }
     }
 }
@@ -442,6 +452,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             pipeline: PipelineConfig::default(),
             documents: DocumentsConfig::default(),
+            tools: ToolsConfig::default(),
         }
     }
 }
@@ -693,6 +704,7 @@ impl Config {
             ));
         }
         self.documents.validate().map_err(ConfigError::Invalid)?;
+        self.tools.validate().map_err(ConfigError::Invalid)?;
         match (&self.llm_url, &self.llm_model) {
             (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                 return Err(ConfigError::Invalid(format!(

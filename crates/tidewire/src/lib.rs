@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod retrieval;
 pub mod store;
 pub mod text;
+pub mod tools;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +53,9 @@ pub enum ServeError {
     /// A model backend could not be set up.
     #[error("cannot set up the model backends: {0}")]
     Backend(String),
+    /// The tools cannot be set up.
+    #[error("cannot set up the tools: {0}")]
+    Tools(String),
     /// The authentication settings cannot be used.
     #[error("{0}")]
     Auth(String),
@@ -82,10 +86,17 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
     )
     .await?;
     let stages = &config.pipeline;
+    let tools = tools::Toolbox::from_config(
+        &config.tools,
+        Arc::clone(&documents) as Arc<dyn retrieval::Retriever>,
+    )
+    .map_err(|error| ServeError::Tools(error.to_string()))?;
+    let tools = Arc::new(tools);
     let pipeline = Pipeline::new(
         backends,
         Arc::clone(&store),
         Arc::clone(&documents) as Arc<dyn retrieval::Retriever>,
+        Arc::clone(&tools),
         PipelineSettings {
             stages: Stages {
                 query_analysis: stages.query_analysis,
@@ -157,6 +168,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let hub = Arc::clone(&state.hub);
     let documents = Arc::clone(&state.documents);
+    let tools = Arc::clone(state.hub.pipeline().tools());
     let drain_timeout = state.config.drain_timeout;
     let stop_accepting = CancellationToken::new();
     tracing::info!("tidewire listening on http://{}", listener.local_addr()?);
@@ -186,6 +198,8 @@ pub async fn serve(
     hub.drain(drain_timeout).await;
     // Seeding may still run; it must not hold the data directory past the stop.
     documents.close().await;
+    // Started MCP servers stop with the server.
+    tools.close().await;
     match tokio::time::timeout(CLOSE_GRACE, &mut server).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => return Err(ServeError::Io(std::io::Error::other(join))),

@@ -57,6 +57,7 @@ pub async fn chat(
             sources: answer.sources,
             quality_score: answer.quality_score,
             follow_up_questions: answer.follow_up_questions,
+            tool_calls: answer.tool_calls,
             usage: answer.usage,
             error: answer.error,
         })

@@ -126,6 +126,7 @@ impl From<MessageRecord> for Message {
             sources: record.sources,
             quality_score: record.quality_score,
             follow_up_questions: record.follow_up_questions,
+            tool_calls: record.tool_calls,
             created_at: record.created_at.rfc3339(),
             updated_at: record.updated_at.rfc3339(),
         }

@@ -15,6 +15,7 @@ pub mod native;
 pub mod openai;
 mod runs;
 pub mod sse;
+mod tools;
 
 use std::sync::Arc;
 
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
             "/api/documents/{id}",
             get(documents::get).delete(documents::delete),
         )
+        .route("/api/tools", get(tools::list))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

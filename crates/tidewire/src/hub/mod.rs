@@ -578,6 +578,7 @@ async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
         sources: answer.sources,
         quality_score: answer.quality_score,
         follow_up_questions: answer.follow_up_questions,
+        tool_calls: answer.tool_calls,
     };
     if !store_finished(hub.store.as_ref(), &run, finished).await {
         run.append(ChatEvent::error(
@@ -657,6 +658,7 @@ mod tests {
                 max_tokens: Some(64),
                 tokens_per_second: 30.0,
                 sampling: Default::default(),
+                tools: None,
             },
             attributes: None,
             user: crate::store::LOCAL_USER.into(),

@@ -58,6 +58,12 @@ impl Backend for Failover {
             .is_some_and(|backend| backend.is_language_model())
     }
 
+    fn supports_tools(&self) -> bool {
+        self.chain
+            .first()
+            .is_some_and(|backend| backend.supports_tools())
+    }
+
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let mut last = LlmError::new("no_backend", "no model backend is configured", false);
         let mut waits = Vec::new();
@@ -142,20 +148,26 @@ async fn until_first_token(
 ) -> Result<Generation, LlmError> {
     let mut generation = backend.generate(request).await?;
     let mut seen = Vec::new();
-    loop {
+    let ended = loop {
         match generation.stream.next().await {
             Some(Ok(Chunk::Text(text))) if !text.is_empty() => {
                 seen.push(Ok(Chunk::Text(text)));
-                break;
+                break false;
             }
             Some(Ok(other)) => seen.push(Ok(other)),
             Some(Err(error)) => return Err(error),
-            None => break,
+            None => break true,
         }
-    }
+    };
+    let replay = futures_util::stream::iter(seen);
     Ok(Generation {
         model: generation.model,
-        stream: Box::pin(futures_util::stream::iter(seen).chain(generation.stream)),
+        // A stream that ended (an answer of tool calls only) is not polled again.
+        stream: if ended {
+            Box::pin(replay)
+        } else {
+            Box::pin(replay.chain(generation.stream))
+        },
     })
 }
 
@@ -191,13 +203,11 @@ mod tests {
     fn request() -> GenerationRequest {
         GenerationRequest {
             context: Vec::new(),
-            messages: vec![PromptMessage {
-                role: PromptRole::User,
-                content: "q".into(),
-            }],
+            messages: vec![PromptMessage::new(PromptRole::User, "q")],
             max_tokens: Some(5),
             tokens_per_second: 0.0,
             sampling: Default::default(),
+            tools: Vec::new(),
         }
     }
 

@@ -12,20 +12,78 @@ use tokio::time::Instant;
 
 use super::{Chunk, LlmError, PromptMessage, PromptRole, TokenStream};
 
-/// The messages of a request body, as OpenAI and Ollama both take them.
-pub fn messages_json(messages: &[PromptMessage]) -> Value {
-    let messages: Vec<Value> = messages
+/// How a model server takes the arguments of a tool call it made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arguments {
+    /// As the JSON text (OpenAI).
+    Text,
+    /// As a JSON object (Ollama's native API).
+    Object,
+}
+
+/// The messages of a request body, as OpenAI and Ollama both take them: a message
+/// with tool calls becomes the assistant's message with its `tool_calls`, then one
+/// `tool` message per result.
+pub fn messages_json(messages: &[PromptMessage], arguments: Arguments) -> Value {
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        let role = match m.role {
+            PromptRole::System => "system",
+            PromptRole::User => "user",
+            PromptRole::Assistant => "assistant",
+        };
+        if m.tool_calls.is_empty() {
+            out.push(json!({"role": role, "content": m.content}));
+            continue;
+        }
+        let calls: Vec<Value> = m
+            .tool_calls
+            .iter()
+            .map(|exchange| {
+                let call = &exchange.call;
+                let arguments = match arguments {
+                    Arguments::Text => Value::String(call.arguments.clone()),
+                    // A model that wrote invalid JSON gets an empty object back.
+                    Arguments::Object => serde_json::from_str::<Value>(&call.arguments)
+                        .ok()
+                        .filter(Value::is_object)
+                        .unwrap_or_else(|| json!({})),
+                };
+                json!({"id": call.id, "type": "function",
+                       "function": {"name": call.name, "arguments": arguments}})
+            })
+            .collect();
+        let content = if m.content.is_empty() {
+            Value::Null
+        } else {
+            Value::String(m.content.clone())
+        };
+        out.push(json!({"role": role, "content": content, "tool_calls": calls}));
+        for exchange in &m.tool_calls {
+            let mut result = json!({"role": "tool", "tool_call_id": exchange.call.id,
+                                    "content": exchange.result});
+            // Ollama matches results by name; OpenAI refuses fields it does not know.
+            if arguments == Arguments::Object {
+                result["tool_name"] = json!(exchange.call.name);
+            }
+            out.push(result);
+        }
+    }
+    Value::Array(out)
+}
+
+/// The tools of a request body, as OpenAI and Ollama both take them.
+pub fn tools_json(tools: &[super::ToolSpec]) -> Value {
+    tools
         .iter()
-        .map(|m| {
-            let role = match m.role {
-                PromptRole::System => "system",
-                PromptRole::User => "user",
-                PromptRole::Assistant => "assistant",
-            };
-            json!({"role": role, "content": m.content})
+        .map(|tool| {
+            json!({"type": "function", "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters,
+            }})
         })
-        .collect();
-    Value::Array(messages)
+        .collect()
 }
 
 /// Reads a streamed response body into chunks as its bytes arrive.

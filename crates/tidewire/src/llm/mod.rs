@@ -59,6 +59,54 @@ pub struct PromptMessage {
     pub role: PromptRole,
     /// Its text.
     pub content: String,
+    /// For the model's own messages: the tools it called with this text, and what
+    /// they returned. On the wire this is the assistant message with its
+    /// `tool_calls`, then one tool message per result; one message here, so
+    /// trimming the history never separates a call from its result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolExchange>,
+}
+
+impl PromptMessage {
+    /// A message of plain text.
+    pub fn new(role: PromptRole, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+        }
+    }
+}
+
+/// A tool the model may call, as it is described to the model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ToolSpec {
+    /// Its name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// The JSON schema of its arguments (an object schema).
+    pub parameters: serde_json::Value,
+}
+
+/// A call the model asked for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ToolCall {
+    /// The call's id, given back with its result.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// The arguments, as the JSON text the model wrote (it may not be valid JSON).
+    pub arguments: String,
+}
+
+/// A call and its result, as they go back to the model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ToolExchange {
+    /// The call.
+    pub call: ToolCall,
+    /// What the tool returned (or the error), as JSON text.
+    pub result: String,
 }
 
 /// A retrieved passage the answer may draw on (numbered from 1 in the prompt).
@@ -86,6 +134,8 @@ pub struct GenerationRequest {
     pub tokens_per_second: f64,
     /// Sampling settings for backends that sample (language models).
     pub sampling: Sampling,
+    /// The tools the model may call (for backends that support tools).
+    pub tools: Vec<ToolSpec>,
 }
 
 /// The length of a synthetic answer when neither the request nor the
@@ -170,6 +220,8 @@ pub enum Chunk {
     Sources(Vec<tidewire_protocol::Source>),
     /// The backend's own confidence in its answer, from 0 to 1.
     Score(f64),
+    /// A tool call, whole (a backend assembles streamed pieces of one).
+    ToolCall(ToolCall),
 }
 
 /// A failure of a backend, before or during a stream.
@@ -240,6 +292,12 @@ pub trait Backend: Send + Sync + 'static {
     /// backends are not.
     fn is_language_model(&self) -> bool {
         true
+    }
+
+    /// Whether the model can be given tools to call (OpenAI-compatible servers and
+    /// Ollama can; whether the model itself uses them is up to the model).
+    fn supports_tools(&self) -> bool {
+        false
     }
 
     /// Starts generating. Returns once the model accepted the request; the answer

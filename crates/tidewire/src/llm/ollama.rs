@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::http::{self, BodyParser, Timeouts};
-use super::{Backend, Chunk, Generation, GenerationRequest, LlmError};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, ToolCall};
 
 /// The longest NDJSON line accepted; longer is a broken stream, not a reason to
 /// grow memory.
@@ -47,19 +47,26 @@ impl Backend for Ollama {
         &self.model
     }
 
+    fn supports_tools(&self) -> bool {
+        true
+    }
+
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
         let started = Instant::now();
-        let messages = http::messages_json(&request.messages);
+        let messages = http::messages_json(&request.messages, http::Arguments::Object);
         let mut options = request.sampling.model_parameters();
         if let Some(max_tokens) = request.max_tokens {
             options.insert("num_predict".into(), max_tokens.into());
         }
-        let body = json!({
+        let mut body = json!({
             "model": self.model,
             "messages": messages,
             "stream": true,
             "options": options,
         });
+        if !request.tools.is_empty() {
+            body["tools"] = http::tools_json(&request.tools);
+        }
         let response = http::send(
             self.http.post(&self.endpoint).json(&body),
             started,
@@ -149,6 +156,24 @@ fn read_line(line: &[u8], out: &mut VecDeque<Result<Chunk, LlmError>>) -> bool {
         .filter(|t| !t.is_empty())
     {
         out.push_back(Ok(Chunk::Text(text.to_owned())));
+    }
+    // Ollama sends each call whole, with its arguments as an object and no id.
+    if let Some(calls) = value["message"]["tool_calls"].as_array() {
+        for call in calls {
+            let function = &call["function"];
+            let Some(name) = function["name"].as_str() else {
+                continue;
+            };
+            let id = call["id"].as_str().map_or_else(
+                || format!("call_{}", uuid::Uuid::now_v7().simple()),
+                str::to_owned,
+            );
+            out.push_back(Ok(Chunk::ToolCall(ToolCall {
+                id,
+                name: name.to_owned(),
+                arguments: function["arguments"].to_string(),
+            })));
+        }
     }
     if value["done"].as_bool() != Some(true) {
         return false;

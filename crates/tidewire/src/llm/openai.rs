@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::http::{self, BodyParser, Timeouts};
-use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, TokenStream};
+use super::{Backend, Chunk, Generation, GenerationRequest, LlmError, TokenStream, ToolCall};
 
 /// An OpenAI-compatible chat completions server.
 pub struct OpenAi {
@@ -55,7 +55,7 @@ impl OpenAi {
     }
 
     fn body(&self, request: &GenerationRequest, include_usage: bool) -> Value {
-        let messages = http::messages_json(&request.messages);
+        let messages = http::messages_json(&request.messages, http::Arguments::Text);
         let mut body = json!({
             "model": self.model,
             "messages": messages,
@@ -63,6 +63,9 @@ impl OpenAi {
         });
         if let Some(max_tokens) = request.max_tokens {
             body["max_tokens"] = json!(max_tokens);
+        }
+        if !request.tools.is_empty() {
+            body["tools"] = http::tools_json(&request.tools);
         }
         if include_usage {
             body["stream_options"] = json!({"include_usage": true});
@@ -78,6 +81,10 @@ impl OpenAi {
 impl Backend for OpenAi {
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn supports_tools(&self) -> bool {
+        true
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, LlmError> {
@@ -135,6 +142,7 @@ impl Backend for OpenAi {
             let parser = SseBody {
                 decoder: tidewire_sse::Decoder::with_limits(self.limits).field_as_event("error"),
                 finish_seen: false,
+                tool_calls: ToolCalls::default(),
             };
             http::parse_body(response.bytes_stream().boxed(), parser)
         };
@@ -162,6 +170,13 @@ fn whole_body(text: &str) -> Vec<Result<Chunk, LlmError>> {
     if let Some(content) = choice["message"]["content"].as_str() {
         chunks.push(Ok(Chunk::Text(content.to_owned())));
     }
+    if let Some(calls) = choice["message"]["tool_calls"].as_array() {
+        let mut assembly = ToolCalls::default();
+        for (index, call) in calls.iter().enumerate() {
+            assembly.push(index as u64, call);
+        }
+        chunks.extend(assembly.finish().map(Ok));
+    }
     if let Some(reason) = choice["finish_reason"].as_str() {
         chunks.push(Ok(Chunk::Finish(reason.to_owned())));
     }
@@ -182,6 +197,64 @@ fn whole_body(text: &str) -> Vec<Result<Chunk, LlmError>> {
 struct SseBody {
     decoder: tidewire_sse::Decoder,
     finish_seen: bool,
+    tool_calls: ToolCalls,
+}
+
+/// Tool calls being assembled from their streamed pieces: the first piece of a
+/// call (by its `index`) has its id and name, the arguments come as text in pieces.
+#[derive(Default)]
+struct ToolCalls {
+    calls: Vec<(u64, ToolCall)>,
+}
+
+impl ToolCalls {
+    fn push(&mut self, index: u64, piece: &Value) {
+        let function = &piece["function"];
+        let at = match self.calls.iter().position(|(i, _)| *i == index) {
+            Some(at) => at,
+            None => {
+                self.calls.push((
+                    index,
+                    ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    },
+                ));
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[at].1;
+        if let Some(id) = piece["id"].as_str().filter(|id| !id.is_empty()) {
+            id.clone_into(&mut call.id);
+        }
+        if let Some(name) = function["name"].as_str() {
+            call.name.push_str(name);
+        }
+        match &function["arguments"] {
+            Value::String(text) => call.arguments.push_str(text),
+            // Some servers send the arguments as an object.
+            Value::Object(_) => call.arguments = function["arguments"].to_string(),
+            _ => {}
+        }
+    }
+
+    /// The whole calls, in order; a call without a name is dropped, one without an
+    /// id gets one.
+    fn finish(&mut self) -> impl Iterator<Item = Chunk> + use<> {
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.sort_by_key(|(index, _)| *index);
+        calls
+            .into_iter()
+            .map(|(_, call)| call)
+            .filter(|call| !call.name.is_empty())
+            .map(|mut call| {
+                if call.id.is_empty() {
+                    call.id = format!("call_{}", uuid::Uuid::now_v7().simple());
+                }
+                Chunk::ToolCall(call)
+            })
+    }
 }
 
 impl BodyParser for SseBody {
@@ -200,6 +273,7 @@ impl BodyParser for SseBody {
             let data = event.data().trim();
             if data == "[DONE]" {
                 self.finish_seen = true;
+                out.extend(self.tool_calls.finish().map(Ok));
                 return true;
             }
             let value: Value = match serde_json::from_str(data) {
@@ -235,14 +309,16 @@ impl BodyParser for SseBody {
     /// not a success.
     fn end(&mut self, out: &mut VecDeque<Result<Chunk, LlmError>>) {
         if !self.finish_seen {
+            // Calls cut short are not run.
+            self.tool_calls = ToolCalls::default();
             out.push_back(Err(http::incomplete()));
         }
     }
 }
 
 impl SseBody {
-    /// Text, finish reason and usage of one chunk; tool calls, reasoning and unknown
-    /// fields are not part of the answer text.
+    /// Text, tool calls, finish reason and usage of one chunk; reasoning and unknown
+    /// fields are not part of the answer.
     fn read_chunk(&mut self, value: &Value, out: &mut VecDeque<Result<Chunk, LlmError>>) {
         if let Some(choice) = value
             .get("choices")
@@ -255,8 +331,15 @@ impl SseBody {
                     out.push_back(Ok(Chunk::Text(text.to_owned())));
                 }
             }
+            if let Some(pieces) = delta["tool_calls"].as_array() {
+                for (position, piece) in pieces.iter().enumerate() {
+                    let index = piece["index"].as_u64().unwrap_or(position as u64);
+                    self.tool_calls.push(index, piece);
+                }
+            }
             if let Some(reason) = choice["finish_reason"].as_str() {
                 self.finish_seen = true;
+                out.extend(self.tool_calls.finish().map(Ok));
                 out.push_back(Ok(Chunk::Finish(reason.to_owned())));
             }
         }

@@ -197,13 +197,11 @@ mod tests {
     fn request(message: &str, max_tokens: u32, tokens_per_second: f64) -> GenerationRequest {
         GenerationRequest {
             context: Vec::new(),
-            messages: vec![PromptMessage {
-                role: PromptRole::User,
-                content: message.into(),
-            }],
+            messages: vec![PromptMessage::new(PromptRole::User, message)],
             max_tokens: Some(max_tokens),
             tokens_per_second,
             sampling: Default::default(),
+            tools: Vec::new(),
         }
     }
 
@@ -215,7 +213,7 @@ mod tests {
             match chunk.unwrap() {
                 Chunk::Text(text) => tokens.push(text),
                 Chunk::Usage(u) => usage = Some(u),
-                Chunk::Finish(_) | Chunk::Sources(_) | Chunk::Score(_) => {}
+                Chunk::Finish(_) | Chunk::Sources(_) | Chunk::Score(_) | Chunk::ToolCall(_) => {}
             }
         }
         (tokens, usage)

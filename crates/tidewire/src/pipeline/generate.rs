@@ -1,18 +1,24 @@
-//! The generation stage: drives a model backend, emits its tokens, and reports the
-//! model, usage and timing; and one-shot completions for the pipeline's own
+//! The generation stage: drives a model backend, emits its tokens, runs the tools it
+//! calls, and reports the model, usage and timing; and one-shot completions for the pipeline's own
 //! questions to a model (rewriting a query, suggesting follow-ups).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tidewire_protocol::{ChatEvent, ErrorEvent, QualityScore, Sources, Usage};
+use futures_util::stream::FuturesUnordered;
+use tidewire_protocol::{
+    ChatEvent, ErrorEvent, QualityScore, Sources, ToolFinished, ToolStarted, Usage,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::stop::{Scan, StopScanner};
 use super::{Ending, EventSink};
-use crate::llm::{Backend, Chunk, GenerationRequest, LlmError, PromptMessage, PromptRole};
+use crate::llm::{
+    Backend, Chunk, GenerationRequest, LlmError, PromptMessage, PromptRole, ToolCall, ToolExchange,
+};
+use crate::tools::{ToolContext, ToolSet};
 
 /// What a generation produced besides its tokens.
 #[derive(Debug, Clone)]
@@ -35,53 +41,175 @@ pub struct Generated {
     pub scored: bool,
 }
 
-/// Generates one answer with `backend`: the `token`s, and an `error` if it failed.
-/// Stops at once when `cancel` fires, dropping the model's stream.
+/// The tools of a generation and what their calls know of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Tools<'a> {
+    /// The tools the model may call.
+    pub set: &'a ToolSet,
+    /// The run, for the calls.
+    pub context: &'a ToolContext,
+}
+
+/// Generates one answer with `backend`: the `token`s, the tool calls the model
+/// makes (`tool_started`, `tool_finished`, each round's results sent back until it
+/// answers), and an `error` if it failed. Stops at once when `cancel` fires,
+/// dropping the model's stream and any running call.
 pub async fn generate(
     backend: Arc<dyn Backend>,
-    request: GenerationRequest,
+    mut request: GenerationRequest,
+    tools: Option<Tools<'_>>,
     sink: &dyn EventSink,
     cancel: &CancellationToken,
 ) -> Generated {
     let started = Instant::now();
-    let mut model = backend.model().to_owned();
-    let prompt_estimate = estimate_tokens(request.messages.iter().map(|m| m.content.as_str()));
-    let mut first_token = None;
-    let mut completion_tokens = 0u64;
-    let mut text = String::new();
-    let mut reported_usage = None;
+    let tools = tools.filter(|t| !t.set.is_empty() && backend.supports_tools());
+    let max_rounds = tools.map_or(0, |t| t.set.limits().max_rounds);
+    let specs = tools.map(|t| t.set.specs()).unwrap_or_default();
+    let mut answer = Answer {
+        model: backend.model().to_owned(),
+        text: String::new(),
+        first_token: None,
+        completion_tokens: 0,
+        started,
+    };
+    let mut usage = Usage::default();
+    let mut usage_estimated = false;
     let mut finish_reason = None;
-    let mut error = None;
     let mut scored = false;
-    let mut stops = StopScanner::new(&request.sampling.stop);
-    let mut emit = |piece: String| {
+    let mut round = 0;
+    let ending = loop {
+        // The last round offers no tools: the model must answer.
+        request.tools = if round < max_rounds {
+            specs.clone()
+        } else {
+            Vec::new()
+        };
+        let prompt_estimate = estimate_tokens(request.messages.iter().map(|m| m.content.as_str()));
+        let tokens_before = answer.completion_tokens;
+        let outcome = one_round(&backend, request.clone(), &mut answer, sink, cancel).await;
+        match outcome.usage {
+            Some(reported) => usage = usage.plus(reported),
+            None => {
+                usage_estimated = true;
+                let completion = answer.completion_tokens - tokens_before;
+                usage = usage.plus(Usage::new(prompt_estimate, completion));
+            }
+        }
+        scored |= outcome.scored;
+        finish_reason = outcome.finish_reason.or(finish_reason);
+        if let Some(error) = outcome.error {
+            sink.emit(ChatEvent::Error(Box::new(error)));
+        }
+        if outcome.ending != Ending::Complete || outcome.calls.is_empty() {
+            break outcome.ending;
+        }
+        let Some(tools) = tools else {
+            // Calls from a model given no tools: nothing to run; its text is the answer.
+            break Ending::Complete;
+        };
+        if round >= max_rounds {
+            sink.emit(ChatEvent::error(
+                "too_many_tool_rounds",
+                format!("the model still asked for tools after {max_rounds} rounds of calls"),
+                false,
+            ));
+            break Ending::Failed;
+        }
+        round += 1;
+        let Some(exchanges) = run_calls(tools, outcome.calls, sink, cancel).await else {
+            break Ending::Stopped;
+        };
+        request.messages.push(PromptMessage {
+            role: PromptRole::Assistant,
+            content: outcome.text,
+            tool_calls: exchanges,
+        });
+        finish_reason = None;
+    };
+    Generated {
+        ending,
+        model: answer.model,
+        text: answer.text,
+        usage,
+        usage_estimated,
+        finish_reason,
+        first_token: answer.first_token,
+        scored,
+    }
+}
+
+/// The answer across rounds.
+struct Answer {
+    model: String,
+    text: String,
+    first_token: Option<Duration>,
+    completion_tokens: u64,
+    started: Instant,
+}
+
+impl Answer {
+    fn emit(&mut self, piece: String, round_text: &mut String, sink: &dyn EventSink) {
         if !piece.is_empty() {
-            first_token.get_or_insert_with(|| started.elapsed());
-            completion_tokens = completion_tokens.saturating_add(1);
-            text.push_str(&piece);
+            self.first_token
+                .get_or_insert_with(|| self.started.elapsed());
+            self.completion_tokens = self.completion_tokens.saturating_add(1);
+            self.text.push_str(&piece);
+            round_text.push_str(&piece);
             sink.emit(ChatEvent::token(piece));
         }
-    };
+    }
+}
 
-    let ending = 'generate: {
+/// What one request to the model gave.
+struct Round {
+    ending: Ending,
+    /// This round's text.
+    text: String,
+    calls: Vec<ToolCall>,
+    usage: Option<Usage>,
+    finish_reason: Option<String>,
+    error: Option<ErrorEvent>,
+    scored: bool,
+}
+
+/// One request to the model: its tokens are emitted as they come, its tool calls
+/// collected.
+async fn one_round(
+    backend: &Arc<dyn Backend>,
+    request: GenerationRequest,
+    answer: &mut Answer,
+    sink: &dyn EventSink,
+    cancel: &CancellationToken,
+) -> Round {
+    let mut round = Round {
+        ending: Ending::Complete,
+        text: String::new(),
+        calls: Vec::new(),
+        usage: None,
+        finish_reason: None,
+        error: None,
+        scored: false,
+    };
+    let mut stops = StopScanner::new(&request.sampling.stop);
+    round.ending = 'round: {
         let mut stream = tokio::select! {
             biased;
-            () = cancel.cancelled() => break 'generate Ending::Stopped,
+            () = cancel.cancelled() => break 'round Ending::Stopped,
             generation = backend.generate(request) => match generation {
                 Ok(generation) => {
-                    model = generation.model;
+                    answer.model = generation.model;
                     generation.stream
                 }
                 Err(failure) => {
-                    error = Some(error_event(failure));
-                    break 'generate Ending::Failed;
+                    round.error = Some(error_event(failure));
+                    break 'round Ending::Failed;
                 }
             },
         };
         loop {
             let item = tokio::select! {
                 biased;
-                () = cancel.cancelled() => break 'generate Ending::Stopped,
+                () = cancel.cancelled() => break 'round Ending::Stopped,
                 item = stream.next() => item,
             };
             match item {
@@ -90,48 +218,95 @@ pub async fn generate(
                         Scan::Emit(piece) => (piece, false),
                         Scan::Stopped(piece) => (piece, true),
                     };
-                    emit(piece);
+                    answer.emit(piece, &mut round.text, sink);
                     if stopped {
                         // The model's stream is dropped: it stops generating.
-                        finish_reason = Some("stop".to_owned());
-                        break 'generate Ending::Complete;
+                        round.finish_reason = Some("stop".to_owned());
+                        round.calls.clear();
+                        break 'round Ending::Complete;
                     }
                 }
-                Some(Ok(Chunk::Usage(usage))) => reported_usage = Some(usage),
-                Some(Ok(Chunk::Finish(reason))) => finish_reason = Some(reason),
+                Some(Ok(Chunk::ToolCall(call))) => round.calls.push(call),
+                Some(Ok(Chunk::Usage(usage))) => round.usage = Some(usage),
+                Some(Ok(Chunk::Finish(reason))) => round.finish_reason = Some(reason),
                 Some(Ok(Chunk::Sources(sources))) => {
                     sink.emit(ChatEvent::Sources(Sources { sources }));
                 }
                 Some(Ok(Chunk::Score(quality_score))) => {
-                    scored = true;
+                    round.scored = true;
                     sink.emit(ChatEvent::QualityScore(QualityScore { quality_score }));
                 }
                 Some(Err(failure)) => {
-                    error = Some(error_event(failure));
-                    break 'generate Ending::Failed;
+                    round.error = Some(error_event(failure));
+                    break 'round Ending::Failed;
                 }
                 None => {
-                    emit(stops.finish());
-                    break 'generate Ending::Complete;
+                    answer.emit(stops.finish(), &mut round.text, sink);
+                    break 'round Ending::Complete;
                 }
             }
         }
     };
+    round
+}
 
-    if let Some(error) = error {
-        sink.emit(ChatEvent::Error(Box::new(error)));
+/// Runs one round of calls at once: every `tool_started` first, then each
+/// `tool_finished` as its call ends. `None` when `cancel` fired (the calls still
+/// running are dropped).
+async fn run_calls(
+    tools: Tools<'_>,
+    calls: Vec<ToolCall>,
+    sink: &dyn EventSink,
+    cancel: &CancellationToken,
+) -> Option<Vec<ToolExchange>> {
+    let mut running = FuturesUnordered::new();
+    for (index, call) in calls.iter().enumerate() {
+        let (arguments, result) = tools.set.call(&call.name, &call.arguments, tools.context);
+        sink.emit(ChatEvent::ToolStarted(Box::new(ToolStarted {
+            tool_call_id: call.id.clone(),
+            tool_name: call.name.clone(),
+            arguments,
+        })));
+        let at = Instant::now();
+        running.push(async move { (index, result.await, at.elapsed()) });
     }
-    let usage_estimated = reported_usage.is_none();
-    Generated {
-        ending,
-        model,
-        text,
-        usage: reported_usage.unwrap_or_else(|| Usage::new(prompt_estimate, completion_tokens)),
-        usage_estimated,
-        finish_reason,
-        first_token,
-        scored,
+    let mut results: Vec<Option<String>> = vec![None; calls.len()];
+    loop {
+        let (index, result, took) = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return None,
+            next = running.next() => match next {
+                Some(done) => done,
+                None => break,
+            },
+        };
+        let call = &calls[index];
+        let (result, is_error) = match result {
+            Ok(value) => (value, false),
+            Err(error) => {
+                tracing::info!(tool = %call.name, code = error.code, "a tool call failed: {}", error.message);
+                (error.to_result(), true)
+            }
+        };
+        results[index] = Some(result.to_string());
+        sink.emit(ChatEvent::ToolFinished(Box::new(ToolFinished {
+            tool_call_id: call.id.clone(),
+            tool_name: call.name.clone(),
+            duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            result,
+            is_error,
+        })));
     }
+    Some(
+        calls
+            .into_iter()
+            .zip(results)
+            .map(|(call, result)| ToolExchange {
+                call,
+                result: result.unwrap_or_default(),
+            })
+            .collect(),
+    )
 }
 
 /// Asks `backend` one short question (`instructions`, then `input`) and returns its
@@ -146,19 +321,14 @@ pub async fn ask(
 ) -> Option<String> {
     let request = GenerationRequest {
         messages: vec![
-            PromptMessage {
-                role: PromptRole::System,
-                content: instructions.to_owned(),
-            },
-            PromptMessage {
-                role: PromptRole::User,
-                content: input,
-            },
+            PromptMessage::new(PromptRole::System, instructions.to_owned()),
+            PromptMessage::new(PromptRole::User, input),
         ],
         context: Vec::new(),
         max_tokens: Some(200),
         tokens_per_second: 0.0,
         sampling: Default::default(),
+        tools: Vec::new(),
     };
     let reply = async {
         let mut stream = backend.generate(request).await.ok()?.stream;

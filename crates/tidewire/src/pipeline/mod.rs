@@ -27,10 +27,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::llm::{
-    Backend, Backends, GenerationRequest, Passage, PromptMessage, PromptRole, Sampling,
+    Backend, Backends, GenerationRequest, Passage, PromptMessage, PromptRole, Sampling, ToolCall,
+    ToolExchange,
 };
 use crate::retrieval::{Hit, Retriever, Scope};
 use crate::store::{Store, Turn};
+use crate::tools::{ToolContext, ToolSet, Toolbox};
 
 pub mod follow_ups;
 mod generate;
@@ -38,7 +40,7 @@ mod prompt;
 pub mod score;
 mod stop;
 
-pub use generate::{Generated, estimate_tokens, generate};
+pub use generate::{Generated, Tools, estimate_tokens, generate};
 pub use prompt::{HistoryLimits, build_prompt};
 
 /// The longest excerpt of a chunk sent in `sources`, in characters.
@@ -130,6 +132,9 @@ pub struct RunOptions {
     /// unset, so a request's fingerprint is what it was before they existed).
     #[serde(skip_serializing_if = "Sampling::is_default")]
     pub sampling: Sampling,
+    /// The configured tools the model may call: `None` all, `[]` none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
 }
 
 /// An option a request may not have: a 422 for the client.
@@ -196,6 +201,7 @@ pub struct Pipeline {
     backends: Backends,
     store: Arc<dyn Store>,
     retriever: Arc<dyn Retriever>,
+    tools: Arc<Toolbox>,
     settings: PipelineSettings,
 }
 
@@ -220,19 +226,27 @@ pub enum Ending {
 }
 
 impl Pipeline {
-    /// A pipeline over these backends, the store (for history) and a retriever.
+    /// A pipeline over these backends, the store (for history), a retriever and
+    /// the tools models may call.
     pub fn new(
         backends: Backends,
         store: Arc<dyn Store>,
         retriever: Arc<dyn Retriever>,
+        tools: Arc<Toolbox>,
         settings: PipelineSettings,
     ) -> Self {
         Self {
             backends,
             store,
             retriever,
+            tools,
             settings,
         }
+    }
+
+    /// The tools models may call.
+    pub fn tools(&self) -> &Arc<Toolbox> {
+        &self.tools
     }
 
     /// The configured backends.
@@ -284,11 +298,29 @@ impl Pipeline {
                 .select(Some(name))
                 .map_err(|unknown| InvalidOption::new("unknown_backend", unknown.to_string()))?;
         }
+        if let Some(names) = &given.tools {
+            self.tools.select(Some(names)).map_err(|unknown| {
+                let available: Vec<String> = self.tools.available().into_keys().collect();
+                InvalidOption::new(
+                    "unknown_tool",
+                    format!(
+                        "options.tools names {unknown:?}, which is not a tool here; the tools \
+                         are: {}",
+                        if available.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            available.join(", ")
+                        }
+                    ),
+                )
+            })?;
+        }
         Ok(RunOptions {
             backend: given.backend.clone(),
             max_tokens,
             tokens_per_second,
             sampling: Sampling::default(),
+            tools: given.tools.clone(),
         })
     }
 
@@ -392,8 +424,23 @@ impl Pipeline {
                     max_tokens: request.options.max_tokens,
                     tokens_per_second: request.options.tokens_per_second,
                     sampling: request.options.sampling.clone(),
+                    tools: Vec::new(),
                 };
-                let done = generate(Arc::clone(&backend), generation, sink, cancel).await;
+                // A tool that went away since the request was checked is left out.
+                let tool_set = self
+                    .tools
+                    .select(request.options.tools.as_deref())
+                    .unwrap_or_else(|_| ToolSet::none());
+                let context = ToolContext {
+                    scope: request.scope.clone(),
+                    user: request.user.clone(),
+                };
+                let tools = Tools {
+                    set: &tool_set,
+                    context: &context,
+                };
+                let done =
+                    generate(Arc::clone(&backend), generation, Some(tools), sink, cancel).await;
                 ttft = done
                     .first_token
                     .map(|first| at.duration_since(started) + first);
@@ -533,17 +580,53 @@ impl Pipeline {
                     .into_iter()
                     .take_while(|message| message.id != turn.user_message_id)
                     .filter(|message| message.status.is_final())
-                    .map(|message| PromptMessage {
-                        role: match message.role {
-                            tidewire_protocol::api::Role::User => PromptRole::User,
-                            tidewire_protocol::api::Role::Assistant => PromptRole::Assistant,
-                        },
-                        content: message.content,
-                    })
+                    .flat_map(history_messages)
                     .collect()
             }
         })
     }
+}
+
+/// A stored message as the model reads it again: an answer that called tools is its
+/// calls with their results, then its text.
+fn history_messages(message: crate::store::MessageRecord) -> Vec<PromptMessage> {
+    let role = match message.role {
+        tidewire_protocol::api::Role::User => PromptRole::User,
+        tidewire_protocol::api::Role::Assistant => PromptRole::Assistant,
+    };
+    let mut messages = Vec::with_capacity(2);
+    if !message.tool_calls.is_empty() {
+        let exchanges = message
+            .tool_calls
+            .into_iter()
+            .map(|call| ToolExchange {
+                call: ToolCall {
+                    id: call.tool_call_id,
+                    name: call.tool_name,
+                    // What the model wrote, when it was not JSON, is kept as text.
+                    arguments: match call.arguments {
+                        serde_json::Value::String(text) => text,
+                        other => other.to_string(),
+                    },
+                },
+                // A call the run was stopped in has no result; the model is told.
+                result: call.result.map_or_else(
+                    || {
+                        r#"{"error":"the call was stopped before it finished","code":"cancelled"}"#
+                            .to_owned()
+                    },
+                    |result| result.to_string(),
+                ),
+            })
+            .collect();
+        messages.push(PromptMessage {
+            role: PromptRole::Assistant,
+            content: String::new(),
+            tool_calls: exchanges,
+        });
+    }
+    messages.push(PromptMessage::new(role, message.content));
+    messages
 }
 
 /// The instructions of the model call that makes a follow-up question standalone.

@@ -60,10 +60,16 @@ pub fn build_prompt(
         if earlier.len() >= limits.messages {
             break;
         }
-        if message.role == PromptRole::System || message.content.trim().is_empty() {
+        let empty = message.content.trim().is_empty() && message.tool_calls.is_empty();
+        if message.role == PromptRole::System || empty {
             continue;
         }
-        chars += message.content.chars().count();
+        chars += message.content.chars().count()
+            + message
+                .tool_calls
+                .iter()
+                .map(|t| t.call.arguments.len() + t.result.len())
+                .sum::<usize>();
         if chars > limits.chars {
             break;
         }
@@ -71,17 +77,11 @@ pub fn build_prompt(
     }
     let mut prompt = Vec::with_capacity(earlier.len() + given_system.len() + 2);
     if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
-        prompt.push(PromptMessage {
-            role: PromptRole::System,
-            content: system.to_owned(),
-        });
+        prompt.push(PromptMessage::new(PromptRole::System, system.to_owned()));
     }
     prompt.extend(given_system.into_iter().cloned());
     prompt.extend(earlier.into_iter().rev());
-    prompt.push(PromptMessage {
-        role: PromptRole::User,
-        content: question.to_owned(),
-    });
+    prompt.push(PromptMessage::new(PromptRole::User, question.to_owned()));
     prompt
 }
 
@@ -90,10 +90,7 @@ mod tests {
     use super::*;
 
     fn message(role: PromptRole, content: &str) -> PromptMessage {
-        PromptMessage {
-            role,
-            content: content.into(),
-        }
+        PromptMessage::new(role, content)
     }
 
     #[test]

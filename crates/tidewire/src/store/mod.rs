@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tidewire_protocol::api::Role;
-use tidewire_protocol::{MessageStatus, Source, Usage};
+use tidewire_protocol::{MessageStatus, Source, ToolCallRecord, Usage};
 
 pub use sqlite::{ApiKeys, SqliteStore};
 
@@ -117,6 +117,8 @@ pub struct MessageRecord {
     pub quality_score: Option<f64>,
     /// The follow-up questions suggested with an answer.
     pub follow_up_questions: Vec<String>,
+    /// The tools an answer called, with their results.
+    pub tool_calls: Vec<ToolCallRecord>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -171,6 +173,8 @@ pub struct FinishedMessage {
     pub quality_score: Option<f64>,
     /// The follow-up questions suggested with it.
     pub follow_up_questions: Vec<String>,
+    /// The tools it called, with their results.
+    pub tool_calls: Vec<ToolCallRecord>,
 }
 
 /// New text of a running answer since its last flush.

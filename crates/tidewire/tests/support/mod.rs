@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
+pub mod scripted;
 pub mod upstream;
 
 use std::net::SocketAddr;

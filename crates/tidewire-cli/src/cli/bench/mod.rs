@@ -575,13 +575,14 @@ async fn overhead(
     for index in 0..warmup + args.requests {
         let request = GenerationRequest {
             context: Vec::new(),
-            messages: vec![PromptMessage {
-                role: PromptRole::User,
-                content: format!("benchmark question number {index}"),
-            }],
+            messages: vec![PromptMessage::new(
+                PromptRole::User,
+                format!("benchmark question number {index}"),
+            )],
             max_tokens: Some(args.tokens),
             tokens_per_second: 0.0,
             sampling: Default::default(),
+            tools: Vec::new(),
         };
         let start = Instant::now();
         let mut stream = Synthetic

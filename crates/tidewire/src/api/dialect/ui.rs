@@ -165,22 +165,36 @@ impl EventEncoder for UiEncoder {
                 &json!({"type": "data-follow-up-questions", "id": "follow_up_questions",
                         "data": {"follow_up_questions": questions.follow_up_questions}}),
             ),
+            // The server runs these tools: `providerExecuted`, so the client does
+            // not try to run them itself.
             ChatEvent::ToolStarted(call) => {
                 Self::part(
                     out,
                     &json!({"type": "tool-input-start", "toolCallId": call.tool_call_id,
-                            "toolName": call.tool_name, "dynamic": true}),
+                            "toolName": call.tool_name, "dynamic": true,
+                            "providerExecuted": true}),
                 );
                 Self::part(
                     out,
                     &json!({"type": "tool-input-available", "toolCallId": call.tool_call_id,
-                            "toolName": call.tool_name, "input": call.arguments, "dynamic": true}),
+                            "toolName": call.tool_name, "input": call.arguments, "dynamic": true,
+                            "providerExecuted": true}),
+                );
+            }
+            ChatEvent::ToolFinished(call) if call.is_error => {
+                let text = call.result["error"]
+                    .as_str()
+                    .map_or_else(|| call.result.to_string(), str::to_owned);
+                Self::part(
+                    out,
+                    &json!({"type": "tool-output-error", "toolCallId": call.tool_call_id,
+                            "errorText": text, "dynamic": true, "providerExecuted": true}),
                 );
             }
             ChatEvent::ToolFinished(call) => Self::part(
                 out,
                 &json!({"type": "tool-output-available", "toolCallId": call.tool_call_id,
-                        "output": call.result, "dynamic": true}),
+                        "output": call.result, "dynamic": true, "providerExecuted": true}),
             ),
             ChatEvent::Metadata(metadata) => {
                 self.finish_reason.clone_from(&metadata.finish_reason);

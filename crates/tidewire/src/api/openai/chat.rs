@@ -306,7 +306,7 @@ fn prompt_message(index: usize, message: InputMessage) -> Result<PromptMessage, 
         None => String::new(),
         Some(content) => content.into_text("messages", &at)?,
     };
-    Ok(PromptMessage { role, content })
+    Ok(PromptMessage::new(role, content))
 }
 
 /// The `chat.completion` of a finished run, or its error.

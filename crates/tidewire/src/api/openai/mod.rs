@@ -145,6 +145,8 @@ pub fn run_options(
     let given = ChatOptions {
         max_tokens,
         backend: Some(model.to_owned()),
+        // Server tools only where the configuration says so.
+        tools: (!state.config.openai.server_tools).then(Vec::new),
         ..ChatOptions::default()
     };
     let mut options = state

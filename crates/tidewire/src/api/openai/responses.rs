@@ -251,16 +251,10 @@ fn accept(
     check_model(state, &body.model)?;
     let mut history = Vec::new();
     if let Some(instructions) = &body.instructions {
-        history.push(PromptMessage {
-            role: PromptRole::System,
-            content: instructions.clone(),
-        });
+        history.push(PromptMessage::new(PromptRole::System, instructions.clone()));
     }
     match body.input {
-        Input::Text(text) => history.push(PromptMessage {
-            role: PromptRole::User,
-            content: text,
-        }),
+        Input::Text(text) => history.push(PromptMessage::new(PromptRole::User, text)),
         Input::Items(items) => {
             for (index, item) in items.into_iter().enumerate() {
                 let at = format!("input[{index}]");
@@ -276,7 +270,7 @@ fn accept(
                     Some(content) => content.into_text("input", &at)?,
                     None => String::new(),
                 };
-                history.push(PromptMessage { role, content });
+                history.push(PromptMessage::new(role, content));
             }
         }
     }

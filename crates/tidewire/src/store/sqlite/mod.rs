@@ -161,6 +161,7 @@ struct MessageRow {
     sources: Option<String>,
     quality_score: Option<f64>,
     follow_up_questions: Option<String>,
+    tool_calls: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -209,6 +210,10 @@ impl From<MessageRow> for MessageRecord {
                 .follow_up_questions
                 .and_then(|json| serde_json::from_str(&json).ok())
                 .unwrap_or_default(),
+            tool_calls: row
+                .tool_calls
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default(),
             created_at: Timestamp(row.created_at),
             updated_at: Timestamp(row.updated_at),
         }
@@ -221,7 +226,7 @@ const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, \
                                FROM answer_parts p WHERE p.message_id = messages.id), '') AS content, \
                                status, run_id, model, \
                                prompt_tokens, completion_tokens, error_code, error_message, \
-                               sources, quality_score, follow_up_questions, \
+                               sources, quality_score, follow_up_questions, tool_calls, \
                                created_at, updated_at";
 
 #[async_trait]
@@ -433,6 +438,14 @@ mod tests {
             sources: Vec::new(),
             quality_score: Some(0.5),
             follow_up_questions: vec!["why?".into()],
+            tool_calls: vec![tidewire_protocol::ToolCallRecord {
+                tool_call_id: "call_1".into(),
+                tool_name: "lookup".into(),
+                arguments: serde_json::json!({"q": "x"}),
+                result: Some(serde_json::json!({"found": 1})),
+                duration_ms: Some(4),
+                is_error: false,
+            }],
         });
         let (flushed, finished) = tokio::join!(flush, finish);
         flushed.unwrap();
@@ -453,6 +466,11 @@ mod tests {
         assert_eq!(stored.usage, Some(Usage::new(2, 3)));
         assert_eq!(stored.quality_score, Some(0.5));
         assert_eq!(stored.follow_up_questions, ["why?"]);
+        assert_eq!(stored.tool_calls[0].tool_name, "lookup");
+        assert_eq!(
+            stored.tool_calls[0].result,
+            Some(serde_json::json!({"found": 1}))
+        );
 
         // A delete between turns keeps its place in the order.
         let (deleted, after) = tokio::join!(

@@ -384,7 +384,7 @@ async fn finish(
         "UPDATE messages SET content = v.column2, status = v.column3, model = v.column4, \
          prompt_tokens = v.column5, completion_tokens = v.column6, error_code = v.column7, \
          error_message = v.column8, sources = v.column9, quality_score = v.column10, \
-         follow_up_questions = v.column11, updated_at = ",
+         follow_up_questions = v.column11, tool_calls = v.column12, updated_at = ",
     );
     query.push_bind(now).push(" FROM (");
     query.push_values(messages, |mut row, message| {
@@ -399,7 +399,8 @@ async fn finish(
             .push_bind(text)
             .push_bind(json_list(&message.sources))
             .push_bind(message.quality_score)
-            .push_bind(json_list(&message.follow_up_questions));
+            .push_bind(json_list(&message.follow_up_questions))
+            .push_bind(json_list(&message.tool_calls));
     });
     query.push(") AS v WHERE messages.id = v.column1");
     let rows = query.build().execute(&mut *conn).await?.rows_affected();
