@@ -189,3 +189,48 @@ fn read_line(line: &[u8], out: &mut VecDeque<Result<Chunk, LlmError>>) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_calls_come_whole_with_object_arguments() {
+        let line = br#"{"message": {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Oslo"}}}]}, "done": true, "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 2}"#;
+        let mut out = VecDeque::new();
+        assert!(read_line(line, &mut out));
+        let Some(Ok(Chunk::ToolCall(call))) = out.pop_front() else {
+            panic!("no tool call");
+        };
+        assert_eq!(call.name, "weather");
+        assert_eq!(call.arguments, r#"{"city":"Oslo"}"#);
+        assert!(call.id.starts_with("call_"));
+    }
+
+    #[test]
+    fn calls_and_results_go_back_in_ollama_s_shape() {
+        use crate::llm::{PromptMessage, PromptRole, ToolExchange};
+        let message = PromptMessage {
+            role: PromptRole::Assistant,
+            content: String::new(),
+            tool_calls: vec![ToolExchange {
+                call: ToolCall {
+                    id: "c1".into(),
+                    name: "weather".into(),
+                    arguments: r#"{"city":"Oslo"}"#.into(),
+                },
+                result: r#"{"temperature":21}"#.into(),
+            }],
+        };
+        let json = http::messages_json(&[message], http::Arguments::Object);
+        assert_eq!(
+            json,
+            json!([
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "weather", "arguments": {"city": "Oslo"}}}]},
+                {"role": "tool", "tool_call_id": "c1", "tool_name": "weather",
+                 "content": "{\"temperature\":21}"}
+            ])
+        );
+    }
+}

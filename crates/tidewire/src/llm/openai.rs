@@ -348,3 +348,94 @@ impl SseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Vec<Result<Chunk, LlmError>> {
+        let mut parser = SseBody {
+            decoder: tidewire_sse::Decoder::new(),
+            finish_seen: false,
+            tool_calls: ToolCalls::default(),
+        };
+        let mut out = VecDeque::new();
+        // One byte at a time: pieces may split anywhere.
+        for byte in body.as_bytes() {
+            if parser.push(std::slice::from_ref(byte), &mut out) {
+                break;
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn frame(value: Value) -> String {
+        format!("data: {value}\n\n")
+    }
+
+    #[test]
+    fn streamed_tool_calls_are_assembled_by_index_before_the_finish() {
+        let body = [
+            frame(json!({"choices": [{"delta": {"tool_calls": [
+                {"index": 1, "id": "b", "function": {"name": "second", "arguments": ""}},
+                {"index": 0, "id": "a", "function": {"name": "first", "arguments": "{\"x\""}}]}}]})),
+            frame(json!({"choices": [{"delta": {"tool_calls": [
+                {"index": 0, "function": {"arguments": ": 1}"}},
+                {"index": 1, "function": {"arguments": "{}"}}]}}]})),
+            frame(json!({"choices": [{"delta": {}, "finish_reason": "tool_calls"}]})),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        let chunks = parse(&body);
+        assert_eq!(
+            chunks,
+            [
+                Ok(Chunk::ToolCall(ToolCall {
+                    id: "a".into(),
+                    name: "first".into(),
+                    arguments: "{\"x\": 1}".into()
+                })),
+                Ok(Chunk::ToolCall(ToolCall {
+                    id: "b".into(),
+                    name: "second".into(),
+                    arguments: "{}".into()
+                })),
+                Ok(Chunk::Finish("tool_calls".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_call_without_an_id_gets_one_and_object_arguments_are_kept_as_json() {
+        let body = [
+            frame(json!({"choices": [{"delta": {"tool_calls": [
+                {"index": 0, "function": {"name": "f", "arguments": {"k": "v"}}}]}}]})),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        let chunks = parse(&body);
+        let Some(Ok(Chunk::ToolCall(call))) = chunks.first() else {
+            panic!("{chunks:?}");
+        };
+        assert!(call.id.starts_with("call_"));
+        assert_eq!(call.arguments, r#"{"k":"v"}"#);
+    }
+
+    #[test]
+    fn a_whole_json_answer_with_tool_calls_is_read() {
+        let body = json!({"choices": [{"message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "c", "type": "function",
+                            "function": {"name": "f", "arguments": "{}"}}]},
+            "finish_reason": "tool_calls"}]});
+        let chunks = whole_body(&body.to_string());
+        assert_eq!(
+            chunks[0],
+            Ok(Chunk::ToolCall(ToolCall {
+                id: "c".into(),
+                name: "f".into(),
+                arguments: "{}".into()
+            }))
+        );
+        assert_eq!(chunks[1], Ok(Chunk::Finish("tool_calls".into())));
+    }
+}

@@ -69,9 +69,6 @@ pub struct ServerStatus {
 struct Shared {
     status: RwLock<ServerStatus>,
     tools: RwLock<Vec<Registered>>,
-    /// Fired when a call finds the server gone (an HTTP server does not always
-    /// close the session when it dies).
-    broken: Notify,
 }
 
 /// The configured MCP servers.
@@ -103,7 +100,7 @@ impl McpServers {
     /// server appear once it is listed). `Err` for a configuration that cannot work
     /// (a header secret that is not set).
     pub fn start(configs: &[McpServerConfig]) -> Result<Self, String> {
-        let servers = Self::none();
+        let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut shared_all = Vec::new();
         for config in configs {
@@ -117,7 +114,6 @@ impl McpServers {
                     last_error: None,
                 }),
                 tools: RwLock::new(Vec::new()),
-                broken: Notify::new(),
             });
             shared_all.push(Arc::clone(&shared));
             let supervisor = Supervisor {
@@ -125,13 +121,13 @@ impl McpServers {
                 shared,
                 timeout: config.timeout.map(|span| span.0),
                 only: config.tools.clone(),
-                stop: servers.stop.child_token(),
+                stop: stop.child_token(),
             };
             tasks.push(tokio::spawn(supervisor.run()));
         }
         Ok(Self {
             servers: shared_all,
-            stop: servers.stop.clone(),
+            stop,
             tasks: std::sync::Mutex::new(tasks),
         })
     }
@@ -310,7 +306,11 @@ impl Supervisor {
             Err(_) => return format!("it did not start within {START_TIMEOUT:?}"),
         };
         let peer = connection.peer().clone();
-        if let Err(error) = self.list(&peer).await {
+        // Cancelled by a call that finds this connection gone (an HTTP server does
+        // not always close the session when it dies); one per connection, so a
+        // failure seen on an old one cannot end a new one.
+        let broken = CancellationToken::new();
+        if let Err(error) = self.list(&peer, &broken).await {
             return error;
         }
         let ended = connection.waiting();
@@ -321,11 +321,11 @@ impl Supervisor {
                     Ok(reason) => format!("the connection ended ({reason:?})"),
                     Err(error) => format!("the connection failed: {error}"),
                 },
-                () = self.shared.broken.notified() => {
+                () = broken.cancelled() => {
                     return "a call found the server gone".to_owned();
                 }
                 () = changed.notified() => {
-                    if let Err(error) = self.list(&peer).await {
+                    if let Err(error) = self.list(&peer, &broken).await {
                         return error;
                     }
                 }
@@ -370,7 +370,11 @@ impl Supervisor {
     }
 
     /// Lists the server's tools and offers them.
-    async fn list(&self, peer: &Peer<RoleClient>) -> Result<(), String> {
+    async fn list(
+        &self,
+        peer: &Peer<RoleClient>,
+        broken: &CancellationToken,
+    ) -> Result<(), String> {
         let listed = tokio::time::timeout(START_TIMEOUT, peer.list_all_tools())
             .await
             .map_err(|_| "it did not list its tools in time".to_owned())?
@@ -391,7 +395,7 @@ impl Supervisor {
             tools.push(Registered::new(Arc::new(McpTool {
                 spec,
                 peer: peer.clone(),
-                shared: Arc::clone(&self.shared),
+                broken: broken.clone(),
                 timeout: self.timeout,
             })));
         }
@@ -428,7 +432,8 @@ async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
 struct McpTool {
     spec: ToolSpec,
     peer: Peer<RoleClient>,
-    shared: Arc<Shared>,
+    /// The connection's: cancelled when a call finds it gone.
+    broken: CancellationToken,
     timeout: Option<Duration>,
 }
 
@@ -457,7 +462,7 @@ impl Tool for McpTool {
             }
             Err(error @ (ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
                 tracing::warn!(tool = %self.spec.name, %error, "an MCP server went away during a call");
-                self.shared.broken.notify_one();
+                self.broken.cancel();
                 Err(ToolError::new(
                     "tool_unavailable",
                     "the tool's server went away during the call",
