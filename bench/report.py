@@ -441,6 +441,20 @@ def write_report(results, out, quick):
                 add(line)
         add("")
 
+    # Tool calls: the benchmark prints its own Markdown table.
+    tools = os.path.join(results, "tools.md")
+    if os.path.exists(tools):
+        add("## Tool calls")
+        add("")
+        add("`cargo bench -p tidewire-mcp-fixture --bench tool_call`: the fixture MCP server's `add`,")
+        add("called over stdio by a bare rmcp client and through tidewire's tool layer (lookup,")
+        add("argument parsing, schema check, timeout, result bound), in alternating rounds.")
+        add("")
+        with open(tools) as f:
+            for line in f.read().splitlines():
+                add(line)
+        add("")
+
     # The load generator.
     add("## Is the load generator the bottleneck?")
     add("")

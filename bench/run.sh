@@ -190,6 +190,9 @@ else
     cargo bench -p tidewire --bench retrieval --quiet >"$RESULTS/retrieval.md" 2>"$RESULTS/retrieval.stderr"
 fi
 
+log "tool call benchmark (cargo bench -p tidewire-mcp-fixture --bench tool_call)"
+cargo bench -p tidewire-mcp-fixture --bench tool_call --quiet >"$RESULTS/tools.md" 2>"$RESULTS/tools.stderr"
+
 log "writing BENCHMARKS.md"
 BENCH_COMMIT="$RUN_COMMIT" python3 bench/report.py --results "$RESULTS" --out BENCHMARKS.md --quick "$QUICK"
 log "done: BENCHMARKS.md"

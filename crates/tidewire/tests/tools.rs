@@ -630,3 +630,48 @@ async fn the_ui_stream_shows_tool_calls_as_tool_parts_the_server_ran() {
     );
     assert_eq!(parts.last().unwrap()["type"], "finish");
 }
+
+#[tokio::test]
+async fn the_portfolio_front_end_gets_tool_started_and_tool_finished() {
+    let tools = tool_server().await;
+    let model = ScriptedModel::start(|_, n| match n {
+        0 => Reply::Tools(vec![call("p1", "weather", r#"{"city": "Lima"}"#)]),
+        _ => Reply::Text("Sunny.".into()),
+    })
+    .await;
+    let app = app(&model, &tools, |_| {}).await;
+    let inner = json!({"conversation_id": "conv-tools", "text": "Lima?"}).to_string();
+    let response = app
+        .client
+        .post(app.url("/api/v1/chat/send"))
+        .header("authorization", "Bearer any-token")
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(&inner).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    // 002's reader: the last `event:` name, then its `data:` line as JSON.
+    let mut events = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("event: ") {
+            current = name.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            events.push((
+                current.clone(),
+                serde_json::from_str::<Value>(data).unwrap(),
+            ));
+        }
+    }
+    let started = events.iter().find(|(n, _)| n == "tool_started").unwrap();
+    assert_eq!(started.1["tool_name"], "weather");
+    let finished = events.iter().find(|(n, _)| n == "tool_finished").unwrap();
+    assert_eq!(finished.1["tool_name"], "weather");
+    assert!(finished.1["duration_ms"].is_u64());
+    assert_eq!(finished.1["result"]["temperature"], 21);
+    let done = events.last().unwrap();
+    assert_eq!(done.0, "done");
+    assert_eq!(done.1["tool_calls_count"], 1);
+}
