@@ -4,7 +4,9 @@
 //! `stream: false` reply, the store, a client), so the fields of an answer are
 //! derived in one place.
 
-use crate::event::{ChatEvent, ErrorEvent, MessageStatus, Source, ToolCallRecord, Usage};
+use crate::event::{
+    ChatEvent, ClientToolCall, ErrorEvent, MessageStatus, Source, ToolCallRecord, Usage,
+};
 
 /// What a run has produced so far.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +23,9 @@ pub struct Answer {
     pub follow_up_questions: Vec<String>,
     /// Every tool call, in the order they started, with its result once finished.
     pub tool_calls: Vec<ToolCallRecord>,
+    /// The calls of the client's own tools, for the client to run, as the model
+    /// wrote them.
+    pub client_tool_calls: Vec<ClientToolCall>,
     /// Token counts from `metadata`.
     pub usage: Option<Usage>,
     /// The model that answered, from `metadata`.
@@ -40,6 +45,7 @@ impl Default for Answer {
             quality_score: None,
             follow_up_questions: Vec::new(),
             tool_calls: Vec::new(),
+            client_tool_calls: Vec::new(),
             usage: None,
             model: None,
             finish_reason: None,
@@ -83,6 +89,19 @@ impl Answer {
                     call.duration_ms = Some(finished.duration_ms);
                     call.is_error = finished.is_error;
                 }
+            }
+            // A call for the client to run: recorded without a result.
+            ChatEvent::ToolCall(call) => {
+                self.tool_calls.push(ToolCallRecord {
+                    tool_call_id: call.tool_call_id.clone(),
+                    tool_name: call.tool_name.clone(),
+                    arguments: serde_json::from_str(&call.arguments)
+                        .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone())),
+                    result: None,
+                    duration_ms: None,
+                    is_error: false,
+                });
+                self.client_tool_calls.push((**call).clone());
             }
             ChatEvent::Error(error) => self.error = Some((**error).clone()),
             ChatEvent::Done(done) => self.status = done.status,

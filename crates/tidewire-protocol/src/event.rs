@@ -21,6 +21,9 @@ pub enum ChatEvent {
     ToolStarted(Box<ToolStarted>),
     /// A tool call ended.
     ToolFinished(Box<ToolFinished>),
+    /// The model asks the client to run one of the client's own tools (the OpenAI
+    /// routes' `tools`); the answer ends with finish reason `tool_calls`.
+    ToolCall(Box<ClientToolCall>),
     /// The answer's quality score.
     QualityScore(QualityScore),
     /// Suggested next questions.
@@ -105,6 +108,17 @@ pub struct ToolFinished {
     /// The call failed (the model was told, and went on).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_error: bool,
+}
+
+/// Payload of `tool_call`: a call of a client's tool, for the client to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientToolCall {
+    /// The call's id.
+    pub tool_call_id: String,
+    /// The tool's name.
+    pub tool_name: String,
+    /// The arguments, as the JSON text the model wrote.
+    pub arguments: String,
 }
 
 /// A tool call of an answer, as stored with the message: its `tool_started` and
@@ -303,6 +317,7 @@ impl ChatEvent {
             Self::Token(_) => "token",
             Self::ToolStarted(_) => "tool_started",
             Self::ToolFinished(_) => "tool_finished",
+            Self::ToolCall(_) => "tool_call",
             Self::QualityScore(_) => "quality_score",
             Self::FollowUpQuestions(_) => "follow_up_questions",
             Self::Metadata(_) => "metadata",
@@ -320,6 +335,7 @@ impl ChatEvent {
             Self::Token(p) => serde_json::to_writer(out, p),
             Self::ToolStarted(p) => serde_json::to_writer(out, p),
             Self::ToolFinished(p) => serde_json::to_writer(out, p),
+            Self::ToolCall(p) => serde_json::to_writer(out, p),
             Self::QualityScore(p) => serde_json::to_writer(out, p),
             Self::FollowUpQuestions(p) => serde_json::to_writer(out, p),
             Self::Metadata(p) => serde_json::to_writer(out, p),
@@ -354,6 +370,7 @@ impl ChatEvent {
             "token" => Self::Token(parse(name, data)?),
             "tool_started" => Self::ToolStarted(Box::new(parse(name, data)?)),
             "tool_finished" => Self::ToolFinished(Box::new(parse(name, data)?)),
+            "tool_call" => Self::ToolCall(Box::new(parse(name, data)?)),
             "quality_score" => Self::QualityScore(parse(name, data)?),
             "follow_up_questions" => Self::FollowUpQuestions(parse(name, data)?),
             "metadata" => Self::Metadata(Box::new(parse(name, data)?)),

@@ -16,7 +16,7 @@ mod event;
 pub use answer::Answer;
 
 pub use event::{
-    ChatEvent, Done, ErrorEvent, EventParseError, FollowUpQuestions, MessageStatus, Metadata,
-    QualityScore, RunStarted, Source, Sources, Stage, Timing, Token, ToolCallRecord, ToolFinished,
-    ToolStarted, Usage,
+    ChatEvent, ClientToolCall, Done, ErrorEvent, EventParseError, FollowUpQuestions, MessageStatus,
+    Metadata, QualityScore, RunStarted, Source, Sources, Stage, Timing, Token, ToolCallRecord,
+    ToolFinished, ToolStarted, Usage,
 };

@@ -172,7 +172,7 @@ async fn mistakes_are_openai_errors_with_the_parameter_at_fault() {
         (
             json!({"model": "synthetic", "messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}]}),
             400,
-            "unsupported_parameter",
+            "invalid_messages",
             "messages",
         ),
         (

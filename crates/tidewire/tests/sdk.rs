@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use support::{TestApp, spawn_app};
+use serde_json::Value;
+use support::scripted::{Reply, ScriptedModel, call};
+use support::upstream::backend;
+use support::{TestApp, spawn_app, spawn_app_with};
+use tidewire::config::BackendKind;
 
 fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
@@ -87,6 +91,34 @@ async fn the_openai_node_sdk_chats() {
 async fn the_openai_python_sdk_uses_responses_with_resume_and_cancel() {
     let app = spawn_app().await;
     run_client(&app, "python", "python/responses.py").await;
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_calls_its_own_tools() {
+    let model = ScriptedModel::start(|body, _| {
+        let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+        if last["role"] == "tool" {
+            let result: Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap();
+            Reply::Text(format!("{} degrees in Paris.", result["temperature"]))
+        } else {
+            Reply::Tools(vec![call("call_7", "get_weather", r#"{"city": "Paris"}"#)])
+        }
+    })
+    .await;
+    let url = model.url();
+    let app = spawn_app_with(move |config| {
+        config
+            .llm
+            .backends
+            .insert("tool-model".into(), backend(BackendKind::Openai, url));
+    })
+    .await;
+    run_client(&app, "python", "python/tools.py").await;
+    // tool_choice reached the model as the client gave it.
+    assert_eq!(
+        model.requests()[0]["tool_choice"],
+        serde_json::json!({"type": "function", "function": {"name": "get_weather"}})
+    );
 }
 
 #[tokio::test]

@@ -675,3 +675,155 @@ async fn the_portfolio_front_end_gets_tool_started_and_tool_finished() {
     assert_eq!(done.0, "done");
     assert_eq!(done.1["tool_calls_count"], 1);
 }
+
+/// A model for OpenAI clients' own tools: asks for `get_weather` until it has the
+/// result, then answers with the temperature it got.
+async fn weather_model() -> ScriptedModel {
+    ScriptedModel::start(|body, _| {
+        let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+        if last["role"] == "tool" {
+            let result: Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap();
+            Reply::Text(format!("{} degrees in Paris.", result["temperature"]))
+        } else {
+            Reply::Tools(vec![call("call_9", "get_weather", r#"{"city": "Paris"}"#)])
+        }
+    })
+    .await
+}
+
+fn client_tools() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}])
+}
+
+#[tokio::test]
+async fn openai_clients_tools_go_to_the_model_and_its_calls_come_back_to_them() {
+    let tools = tool_server().await;
+    let model = weather_model().await;
+    let app = app(&model, &tools, |_| {}).await;
+    let post = |body: Value| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+    };
+
+    // Streamed: the call as a tool_calls delta, then finish_reason tool_calls.
+    let question = json!({"role": "user", "content": "Weather in Paris?"});
+    let response = post(
+        json!({"model": "model", "messages": [question], "stream": true,
+                               "tools": client_tools(), "tool_choice": "required"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|block| block.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(
+        calls,
+        [&json!([{"index": 0, "id": "call_9", "type": "function",
+                  "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}])]
+    );
+    let reasons: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|r| !r.is_null())
+        .collect();
+    assert_eq!(reasons, [&json!("tool_calls")]);
+    // The model got the client's tools and choice as given, and none of the server's.
+    let first = &model.requests()[0];
+    assert_eq!(offered(first), ["get_weather"]);
+    assert_eq!(first["tools"], client_tools());
+    assert_eq!(first["tool_choice"], "required");
+    assert!(tools.seen.lock().unwrap().started.is_empty());
+
+    // The client ran it and goes on: the call and its result follow the question.
+    let assistant = json!({"role": "assistant", "content": null, "tool_calls": [
+        {"id": "call_9", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]});
+    let result =
+        json!({"role": "tool", "tool_call_id": "call_9", "content": "{\"temperature\": 18}"});
+    let response = post(json!({"model": "model", "tools": client_tools(),
+                               "messages": [question, assistant, result]}))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "18 degrees in Paris."
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let second = &model.requests()[1];
+    let messages = second["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool"]);
+    assert_eq!(messages[1]["tool_calls"], assistant["tool_calls"]);
+    assert_eq!(messages[2]["tool_call_id"], "call_9");
+
+    // Not streamed: the call in the message, no content.
+    let response = post(json!({"model": "model", "messages": [question],
+                               "tools": client_tools()}))
+    .await
+    .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let message = &body["choices"][0]["message"];
+    assert!(message["content"].is_null(), "{body}");
+    assert_eq!(message["tool_calls"][0]["id"], "call_9");
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+}
+
+#[tokio::test]
+async fn openai_tool_requests_that_cannot_work_are_400s() {
+    let tools = tool_server().await;
+    let model = weather_model().await;
+    let app = app(&model, &tools, |_| {}).await;
+    let question = json!({"role": "user", "content": "Weather?"});
+    let call = json!({"role": "assistant", "content": null, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]});
+    let cases = [
+        // A result for a call nobody made.
+        json!({"model": "model", "messages": [question,
+            {"role": "tool", "tool_call_id": "c9", "content": "{}"}]}),
+        // A call without its result.
+        json!({"model": "model", "messages": [question, call, {"role": "user", "content": "?"}]}),
+        json!({"model": "model", "messages": [question, call]}),
+        // A tool_choice that names no tool.
+        json!({"model": "model", "messages": [question], "tools": client_tools(),
+               "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+        json!({"model": "model", "messages": [question], "tools": [{"type": "retrieval"}]}),
+        // A model that takes no tools.
+        json!({"model": "synthetic", "messages": [question], "tools": client_tools()}),
+    ];
+    for body in cases {
+        let response = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"]["message"].is_string(), "{error}");
+        assert!(error["error"]["param"].is_string(), "{error}");
+    }
+    assert!(model.requests().is_empty());
+}

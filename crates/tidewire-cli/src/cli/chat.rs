@@ -454,7 +454,8 @@ impl View {
                 );
                 self.note(out, lines.join("\n"))?;
             }
-            ChatEvent::Error(_) => {}
+            // Calls of a client's own tools exist only on the OpenAI routes.
+            ChatEvent::Error(_) | ChatEvent::ToolCall(_) => {}
             ChatEvent::Metadata(metadata) => self.note(
                 out,
                 format!(

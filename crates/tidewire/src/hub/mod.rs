@@ -659,6 +659,7 @@ mod tests {
                 tokens_per_second: 30.0,
                 sampling: Default::default(),
                 tools: None,
+                client_tools: None,
             },
             attributes: None,
             user: crate::store::LOCAL_USER.into(),

@@ -428,6 +428,7 @@ fn approx_size(event: &ChatEvent) -> usize {
             }
             ChatEvent::ToolStarted(call) => call.tool_name.len() + call.arguments.to_string().len(),
             ChatEvent::ToolFinished(call) => call.tool_name.len() + call.result.to_string().len(),
+            ChatEvent::ToolCall(call) => call.tool_name.len() + call.arguments.len(),
             ChatEvent::Error(error) => error.error.len(),
             ChatEvent::Run(_)
             | ChatEvent::Stage(_)

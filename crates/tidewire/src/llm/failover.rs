@@ -208,6 +208,7 @@ mod tests {
             tokens_per_second: 0.0,
             sampling: Default::default(),
             tools: Vec::new(),
+            tool_choice: None,
         }
     }
 

@@ -136,6 +136,9 @@ pub struct GenerationRequest {
     pub sampling: Sampling,
     /// The tools the model may call (for backends that support tools).
     pub tools: Vec<ToolSpec>,
+    /// How the model must choose among `tools` (OpenAI's `tool_choice`, passed as
+    /// the client gave it), when a client says.
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 /// The length of a synthetic answer when neither the request nor the

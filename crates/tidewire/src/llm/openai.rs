@@ -66,6 +66,9 @@ impl OpenAi {
         }
         if !request.tools.is_empty() {
             body["tools"] = http::tools_json(&request.tools);
+            if let Some(choice) = &request.tool_choice {
+                body["tool_choice"] = choice.clone();
+            }
         }
         if include_usage {
             body["stream_options"] = json!({"include_usage": true});

@@ -202,6 +202,7 @@ mod tests {
             tokens_per_second,
             sampling: Default::default(),
             tools: Vec::new(),
+            tool_choice: None,
         }
     }
 

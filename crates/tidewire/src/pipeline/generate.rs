@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tidewire_protocol::{
-    ChatEvent, ErrorEvent, QualityScore, Sources, ToolFinished, ToolStarted, Usage,
+    ChatEvent, ClientToolCall, ErrorEvent, QualityScore, Sources, ToolFinished, ToolStarted, Usage,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,11 @@ pub async fn generate(
     cancel: &CancellationToken,
 ) -> Generated {
     let started = Instant::now();
-    let tools = tools.filter(|t| !t.set.is_empty() && backend.supports_tools());
+    // A client's own tools (in the request) replace the server's: their calls go
+    // back to the client.
+    let client_tools = std::mem::take(&mut request.tools);
+    let tools =
+        tools.filter(|t| client_tools.is_empty() && !t.set.is_empty() && backend.supports_tools());
     let max_rounds = tools.map_or(0, |t| t.set.limits().max_rounds);
     let specs = tools.map(|t| t.set.specs()).unwrap_or_default();
     let mut answer = Answer {
@@ -79,7 +83,9 @@ pub async fn generate(
     let mut round = 0;
     let ending = loop {
         // The last round offers no tools: the model must answer.
-        request.tools = if round < max_rounds {
+        request.tools = if !client_tools.is_empty() {
+            client_tools.clone()
+        } else if round < max_rounds {
             specs.clone()
         } else {
             Vec::new()
@@ -104,7 +110,17 @@ pub async fn generate(
             break outcome.ending;
         }
         let Some(tools) = tools else {
-            // Calls from a model given no tools: nothing to run; its text is the answer.
+            // The client runs its own tools; calls from a model given no tools are
+            // left out (its text is the answer).
+            if !client_tools.is_empty() {
+                for call in outcome.calls {
+                    sink.emit(ChatEvent::ToolCall(Box::new(ClientToolCall {
+                        tool_call_id: call.id,
+                        tool_name: call.name,
+                        arguments: call.arguments,
+                    })));
+                }
+            }
             break Ending::Complete;
         };
         if round >= max_rounds {
@@ -329,6 +345,7 @@ pub async fn ask(
         tokens_per_second: 0.0,
         sampling: Default::default(),
         tools: Vec::new(),
+        tool_choice: None,
     };
     let reply = async {
         let mut stream = backend.generate(request).await.ok()?.stream;

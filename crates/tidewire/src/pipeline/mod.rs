@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::llm::{
     Backend, Backends, GenerationRequest, Passage, PromptMessage, PromptRole, Sampling, ToolCall,
-    ToolExchange,
+    ToolExchange, ToolSpec,
 };
 use crate::retrieval::{Hit, Retriever, Scope};
 use crate::store::{Store, Turn};
@@ -135,6 +135,24 @@ pub struct RunOptions {
     /// The configured tools the model may call: `None` all, `[]` none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
+    /// A client's own tools (the OpenAI routes): the model may call them, and the
+    /// calls go back to the client instead of being run here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tools: Option<ClientTools>,
+}
+
+/// A client's own tools and where the client is in using them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientTools {
+    /// The tools, as the client described them.
+    pub tools: Vec<ToolSpec>,
+    /// The client's `tool_choice`, passed to the model as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice: Option<serde_json::Value>,
+    /// The model's calls since the question, with the results the client ran
+    /// (sent after the question, so the model goes on from them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub since_question: Vec<PromptMessage>,
 }
 
 /// An option a request may not have: a 422 for the client.
@@ -321,6 +339,7 @@ impl Pipeline {
             tokens_per_second,
             sampling: Sampling::default(),
             tools: given.tools.clone(),
+            client_tools: None,
         })
     }
 
@@ -412,19 +431,24 @@ impl Pipeline {
                 let passages = self.passages(&hits);
                 let system =
                     prompt::system_with_sources(self.settings.system_prompt.as_deref(), &passages);
-                let messages = build_prompt(
+                let mut messages = build_prompt(
                     system.as_deref(),
                     &history,
                     &request.message,
                     self.settings.history,
                 );
+                let client = request.options.client_tools.as_ref();
+                if let Some(client) = client {
+                    messages.extend(client.since_question.iter().cloned());
+                }
                 let generation = GenerationRequest {
                     messages,
                     context: passages,
                     max_tokens: request.options.max_tokens,
                     tokens_per_second: request.options.tokens_per_second,
                     sampling: request.options.sampling.clone(),
-                    tools: Vec::new(),
+                    tools: client.map(|c| c.tools.clone()).unwrap_or_default(),
+                    tool_choice: client.and_then(|c| c.choice.clone()),
                 };
                 // A tool that went away since the request was checked is left out.
                 let tool_set = self

@@ -583,6 +583,7 @@ async fn overhead(
             tokens_per_second: 0.0,
             sampling: Default::default(),
             tools: Vec::new(),
+            tool_choice: None,
         };
         let start = Instant::now();
         let mut stream = Synthetic

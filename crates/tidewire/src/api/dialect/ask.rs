@@ -136,7 +136,10 @@ impl EventEncoder for AskEncoder {
                 success: done.status == MessageStatus::Complete,
                 status: done.status,
             },
-            ChatEvent::Stage(_) | ChatEvent::ToolStarted(_) | ChatEvent::ToolFinished(_) => {
+            ChatEvent::Stage(_)
+            | ChatEvent::ToolStarted(_)
+            | ChatEvent::ToolFinished(_)
+            | ChatEvent::ToolCall(_) => {
                 return;
             }
         };

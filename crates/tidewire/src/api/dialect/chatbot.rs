@@ -125,6 +125,7 @@ impl EventEncoder for ChatbotEncoder {
             | ChatEvent::Stage(_)
             | ChatEvent::ToolStarted(_)
             | ChatEvent::ToolFinished(_)
+            | ChatEvent::ToolCall(_)
             | ChatEvent::Done(_) => return,
         };
         self.scratch.clear();

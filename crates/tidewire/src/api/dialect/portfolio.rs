@@ -141,7 +141,8 @@ impl EventEncoder for PortfolioEncoder {
             ChatEvent::Stage(_)
             | ChatEvent::Sources(_)
             | ChatEvent::QualityScore(_)
-            | ChatEvent::FollowUpQuestions(_) => {}
+            | ChatEvent::FollowUpQuestions(_)
+            | ChatEvent::ToolCall(_) => {}
         }
     }
 }

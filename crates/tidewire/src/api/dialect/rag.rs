@@ -104,7 +104,9 @@ impl EventEncoder for RagEncoder {
                 out.extend_from_slice(b"\ndata: [DONE]\n\n");
                 return;
             }
-            ChatEvent::ToolStarted(_) | ChatEvent::ToolFinished(_) => return,
+            ChatEvent::ToolStarted(_) | ChatEvent::ToolFinished(_) | ChatEvent::ToolCall(_) => {
+                return;
+            }
         };
         frame(out, Some(seq), None, &data);
     }

@@ -196,6 +196,8 @@ impl EventEncoder for UiEncoder {
                 &json!({"type": "tool-output-available", "toolCallId": call.tool_call_id,
                         "output": call.result, "dynamic": true, "providerExecuted": true}),
             ),
+            // Only the OpenAI routes take client tools; nothing to show here.
+            ChatEvent::ToolCall(_) => {}
             ChatEvent::Metadata(metadata) => {
                 self.finish_reason.clone_from(&metadata.finish_reason);
                 let part = json!({

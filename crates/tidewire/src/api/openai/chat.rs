@@ -7,8 +7,12 @@
 //! missing, and takes the history from it.
 //!
 //! `model` names a configured backend (`GET /v1/models`). Sampling settings go to
-//! the model; `stop` is enforced for every backend. What tidewire cannot do
-//! (several choices, log probabilities, tools for now) is a 400, never ignored.
+//! the model; `stop` is enforced for every backend. The client's `tools` and
+//! `tool_choice` go to the model as given; its tool calls come back as
+//! `tool_calls` deltas with finish reason `tool_calls`, for the client to run, and
+//! the client's next request carries the calls and their results after the
+//! question. What tidewire cannot do (several choices, log probabilities) is a 400,
+//! never ignored.
 //!
 //! The stream is what the SDKs expect: the same `id`, `created` and `model` on
 //! every chunk, `role` in the first delta, one chunk with a `finish_reason`, with
@@ -26,7 +30,7 @@ use axum::http::{HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tidewire_protocol::{ChatEvent, Usage};
+use tidewire_protocol::{ChatEvent, ClientToolCall, Usage};
 
 use super::{ErrorObject, OpenAiError, with_run_headers, within};
 use crate::api::chat::{check_message, parse, read_body, require_json};
@@ -36,8 +40,8 @@ use crate::api::sse::{StreamSettings, event_stream, sse_response};
 use crate::api::{AppState, Asker};
 use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
-use crate::llm::{PromptMessage, PromptRole, Sampling};
-use crate::pipeline::{ConversationRef, RunRequest};
+use crate::llm::{PromptMessage, PromptRole, Sampling, ToolCall, ToolExchange, ToolSpec};
+use crate::pipeline::{ClientTools, ConversationRef, RunRequest};
 
 /// The most stop sequences a request may give (OpenAI's limit).
 const MAX_STOPS: usize = 4;
@@ -74,6 +78,8 @@ pub struct CompletionRequest {
     #[serde(default)]
     tools: Option<Vec<Value>>,
     #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
     response_format: Option<Value>,
     /// tidewire's extension: the conversation to store the turn in.
     #[serde(default)]
@@ -98,6 +104,25 @@ struct InputMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant message's calls of the client's tools.
+    #[serde(default)]
+    tool_calls: Option<Vec<InputToolCall>>,
+    /// A `tool` message: the call it answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputToolCall {
+    id: String,
+    function: InputFunction,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 /// A message's content: a string, or parts of which only text is taken.
@@ -205,9 +230,6 @@ fn accept(
     if body.logprobs == Some(true) {
         return unsupported("logprobs", "logprobs");
     }
-    if body.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
-        return unsupported("tools", "calling tools through /v1/chat/completions");
-    }
     if let Some(format) = &body.response_format
         && format.get("type").and_then(Value::as_str) != Some("text")
     {
@@ -215,28 +237,35 @@ fn accept(
     }
     let sampling = sampling(&body)?;
     super::check_model(state, &body.model)?;
+    let tools = client_tools(state, &body)?;
 
-    let mut history = Vec::with_capacity(body.messages.len());
-    for (index, message) in body.messages.into_iter().enumerate() {
-        history.push(prompt_message(index, message)?);
-    }
-    let question = match history.pop() {
-        Some(last) if last.role == PromptRole::User => last.content,
-        Some(_) => {
-            return Err(OpenAiError::invalid(
-                "messages",
-                "invalid_messages",
-                "the last message must be the user's",
-            ));
-        }
-        None => {
-            return Err(OpenAiError::invalid(
-                "messages",
-                "invalid_messages",
-                "messages must not be empty",
-            ));
-        }
+    let mut history = history(body.messages)?;
+    // The question is the last user message; after it may come only the model's
+    // calls of the client's tools with their results (the client going on).
+    let Some(asked) = history.iter().rposition(|m| m.role == PromptRole::User) else {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "invalid_messages",
+            if history.is_empty() {
+                "messages must not be empty"
+            } else {
+                "the last message must be the user's"
+            },
+        ));
     };
+    let since_question = history.split_off(asked + 1);
+    if since_question
+        .iter()
+        .any(|m| m.role != PromptRole::Assistant || m.tool_calls.is_empty())
+    {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "invalid_messages",
+            "the last message must be the user's, or a tool result that answers the \
+             assistant's tool call after it",
+        ));
+    }
+    let question = history.pop().map(|m| m.content).unwrap_or_default();
     check_message(state, &question)?;
     let conversation = match body.conversation_id {
         Some(id) if id.is_empty() || id.len() > 255 => {
@@ -249,13 +278,20 @@ fn accept(
         Some(id) => ConversationRef::Named(id),
         None => ConversationRef::Inline(history),
     };
-    let options = super::run_options(
+    let mut options = super::run_options(
         state,
         &body.model,
         body.max_completion_tokens.or(body.max_tokens),
         "max_tokens",
         sampling,
     )?;
+    if !tools.is_empty() || !since_question.is_empty() {
+        options.client_tools = Some(ClientTools {
+            tools,
+            choice: body.tool_choice,
+            since_question,
+        });
+    }
     Ok(Accepted {
         request: RunRequest {
             conversation,
@@ -298,15 +334,156 @@ fn sampling(body: &CompletionRequest) -> Result<Sampling, OpenAiError> {
     })
 }
 
-/// One message of the history, as the prompt takes it.
-fn prompt_message(index: usize, message: InputMessage) -> Result<PromptMessage, OpenAiError> {
-    let at = format!("messages[{index}]");
-    let role = super::prompt_role(&message.role, "messages", &at)?;
-    let content = match message.content {
-        None => String::new(),
-        Some(content) => content.into_text("messages", &at)?,
+/// The client's tools, checked: functions with a valid name and an object schema;
+/// `tool_choice` must name one of them when it names one. A model that takes no
+/// tools is told so.
+fn client_tools(state: &AppState, body: &CompletionRequest) -> Result<Vec<ToolSpec>, OpenAiError> {
+    let invalid = |param: &'static str, message: String| {
+        Err(OpenAiError::invalid(param, "invalid_value", message))
     };
-    Ok(PromptMessage::new(role, content))
+    let given = body.tools.as_deref().unwrap_or_default();
+    let mut tools = Vec::with_capacity(given.len());
+    for (index, tool) in given.iter().enumerate() {
+        let function = &tool["function"];
+        let name = function["name"].as_str().unwrap_or_default();
+        if tool["type"] != "function" {
+            return invalid("tools", format!("tools[{index}].type must be \"function\""));
+        }
+        let name_ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return invalid(
+                "tools",
+                format!("tools[{index}].function.name must be 1 to 64 letters, digits, _ or -"),
+            );
+        }
+        let parameters = match &function["parameters"] {
+            Value::Null => serde_json::json!({"type": "object", "properties": {}}),
+            schema @ Value::Object(_) => schema.clone(),
+            _ => {
+                return invalid(
+                    "tools",
+                    format!("tools[{index}].function.parameters must be a JSON schema object"),
+                );
+            }
+        };
+        tools.push(ToolSpec {
+            name: name.to_owned(),
+            description: function["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            parameters,
+        });
+    }
+    match &body.tool_choice {
+        None => {}
+        Some(Value::String(choice)) if matches!(choice.as_str(), "none" | "auto" | "required") => {}
+        Some(choice) if choice["type"] == "function" => {
+            let named = choice["function"]["name"].as_str().unwrap_or_default();
+            if !tools.iter().any(|tool| tool.name == named) {
+                return invalid(
+                    "tool_choice",
+                    format!("tool_choice names {named:?}, which is not one of the tools"),
+                );
+            }
+        }
+        Some(_) => {
+            return invalid(
+                "tool_choice",
+                "tool_choice must be \"none\", \"auto\", \"required\" or a function".into(),
+            );
+        }
+    }
+    if !tools.is_empty() {
+        let backend = state.hub.pipeline().backends().select(Some(&body.model));
+        if !backend.is_ok_and(|backend| backend.supports_tools()) {
+            return Err(OpenAiError::invalid(
+                "tools",
+                "unsupported_parameter",
+                format!("the model {} does not take tools", body.model),
+            ));
+        }
+    }
+    Ok(tools)
+}
+
+/// The messages as the prompt takes them: an assistant message with tool calls
+/// gets the results of the `tool` messages that answer them, and every call must
+/// have its result.
+fn history(messages: Vec<InputMessage>) -> Result<Vec<PromptMessage>, OpenAiError> {
+    let mut history: Vec<PromptMessage> = Vec::with_capacity(messages.len());
+    // The calls still waiting for their result: (message, call) positions.
+    let mut waiting: Vec<(usize, usize)> = Vec::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        let at = format!("messages[{index}]");
+        if message.role == "tool" {
+            let id = message.tool_call_id.unwrap_or_default();
+            let Some(slot) = waiting
+                .iter()
+                .position(|(m, c)| history[*m].tool_calls[*c].call.id == id)
+            else {
+                return Err(OpenAiError::invalid(
+                    "messages",
+                    "invalid_messages",
+                    format!("{at}: no assistant tool call before it has the id {id:?}"),
+                ));
+            };
+            let (m, c) = waiting.remove(slot);
+            let result = match message.content {
+                None => String::new(),
+                Some(content) => content.into_text("messages", &at)?,
+            };
+            history[m].tool_calls[c].result = result;
+            continue;
+        }
+        if let Some((m, c)) = waiting.first() {
+            let id = &history[*m].tool_calls[*c].call.id;
+            return Err(OpenAiError::invalid(
+                "messages",
+                "invalid_messages",
+                format!("{at}: the tool call {id:?} has no tool message with its result before it"),
+            ));
+        }
+        let role = super::prompt_role(&message.role, "messages", &at)?;
+        let content = match message.content {
+            None => String::new(),
+            Some(content) => content.into_text("messages", &at)?,
+        };
+        let mut prompt = PromptMessage::new(role, content);
+        if let Some(calls) = message.tool_calls.filter(|calls| !calls.is_empty()) {
+            if role != PromptRole::Assistant {
+                return Err(OpenAiError::invalid(
+                    "messages",
+                    "invalid_messages",
+                    format!("{at}: only the assistant's messages have tool_calls"),
+                ));
+            }
+            for (c, call) in calls.into_iter().enumerate() {
+                waiting.push((history.len(), c));
+                prompt.tool_calls.push(ToolExchange {
+                    call: ToolCall {
+                        id: call.id,
+                        name: call.function.name,
+                        arguments: call.function.arguments,
+                    },
+                    result: String::new(),
+                });
+            }
+        }
+        history.push(prompt);
+    }
+    if let Some((m, c)) = waiting.first() {
+        let id = &history[*m].tool_calls[*c].call.id;
+        return Err(OpenAiError::invalid(
+            "messages",
+            "invalid_messages",
+            format!("the tool call {id:?} has no tool message with its result"),
+        ));
+    }
+    Ok(history)
 }
 
 /// The `chat.completion` of a finished run, or its error.
@@ -327,6 +504,20 @@ fn whole_answer(run: &crate::hub::Run, model: &str) -> Result<Response, OpenAiEr
     }
     let identity = run.identity();
     let usage = answer.usage.unwrap_or_default();
+    let mut message =
+        serde_json::json!({"role": "assistant", "content": answer.content, "refusal": null});
+    if !answer.client_tool_calls.is_empty() {
+        let calls: Vec<ToolCallOut<'_>> = answer
+            .client_tool_calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| ToolCallOut::new(index, call))
+            .collect();
+        message["tool_calls"] = serde_json::json!(calls);
+        if answer.content.is_empty() {
+            message["content"] = Value::Null;
+        }
+    }
     let body = serde_json::json!({
         "id": completion_id(&identity.run_id),
         "object": "chat.completion",
@@ -334,7 +525,7 @@ fn whole_answer(run: &crate::hub::Run, model: &str) -> Result<Response, OpenAiEr
         "model": model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": answer.content, "refusal": null},
+            "message": message,
             "logprobs": null,
             "finish_reason": finish_reason(answer.finish_reason.as_deref()),
         }],
@@ -401,6 +592,7 @@ impl WireFormat for Chunks {
             usage: None,
             finish_reason: None,
             failed: false,
+            tool_calls: 0,
         })
     }
 }
@@ -413,6 +605,39 @@ struct ChunkEncoder {
     usage: Option<Usage>,
     finish_reason: Option<String>,
     failed: bool,
+    /// Client tool calls sent so far (each call's `index`).
+    tool_calls: usize,
+}
+
+/// A call of a client's tool, as OpenAI writes it (in a delta and in a message).
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    /// Its position among the answer's calls (deltas only; ignored in a message).
+    index: usize,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+impl<'a> ToolCallOut<'a> {
+    fn new(index: usize, call: &'a ClientToolCall) -> Self {
+        Self {
+            index,
+            id: &call.tool_call_id,
+            kind: "function",
+            function: FunctionOut {
+                name: &call.tool_name,
+                arguments: &call.arguments,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -441,6 +666,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallOut<'a>; 1]>,
 }
 
 impl ChunkEncoder {
@@ -474,6 +701,7 @@ impl EventEncoder for ChunkEncoder {
                 let delta = Delta {
                     role: Some("assistant"),
                     content: Some(""),
+                    tool_calls: None,
                 };
                 self.delta(out, delta, None);
             }
@@ -481,7 +709,19 @@ impl EventEncoder for ChunkEncoder {
                 let delta = Delta {
                     role: None,
                     content: Some(&token.token),
+                    tool_calls: None,
                 };
+                self.delta(out, delta, None);
+            }
+            // Each call whole in one delta: the SDKs join a call's pieces by its
+            // index, and one piece is a whole call.
+            ChatEvent::ToolCall(call) => {
+                let delta = Delta {
+                    role: None,
+                    content: None,
+                    tool_calls: Some([ToolCallOut::new(self.tool_calls, call)]),
+                };
+                self.tool_calls += 1;
                 self.delta(out, delta, None);
             }
             ChatEvent::Metadata(metadata) => {
@@ -506,6 +746,7 @@ impl EventEncoder for ChunkEncoder {
                 let empty = Delta {
                     role: None,
                     content: None,
+                    tool_calls: None,
                 };
                 let reason = finish_reason(self.finish_reason.as_deref());
                 self.delta(out, empty, Some(reason));

@@ -480,7 +480,8 @@ impl EventEncoder for ResponsesEncoder {
             | ChatEvent::Metadata(_)
             | ChatEvent::Error(_)
             | ChatEvent::ToolStarted(_)
-            | ChatEvent::ToolFinished(_) => {}
+            | ChatEvent::ToolFinished(_)
+            | ChatEvent::ToolCall(_) => {}
         }
     }
 }
