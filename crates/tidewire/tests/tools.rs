@@ -75,6 +75,15 @@ async fn tool_server() -> ToolServer {
         watch.1 = true;
         axum::Json(json!({}))
     }
+    async fn headers(headers: axum::http::HeaderMap) -> axum::Json<Value> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        axum::Json(json!({"x-home": header("x-home"), "content-type": header("content-type")}))
+    }
     async fn fail() -> (axum::http::StatusCode, &'static str) {
         (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,6 +96,7 @@ async fn tool_server() -> ToolServer {
         .route("/slow", post(slow))
         .route("/hang", post(hang))
         .route("/fail", post(fail))
+        .route("/headers", post(headers))
         .with_state(Arc::clone(&seen));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -826,4 +836,34 @@ async fn openai_tool_requests_that_cannot_work_are_400s() {
         assert!(error["error"]["param"].is_string(), "{error}");
     }
     assert!(model.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_http_tool_sends_its_headers_with_secrets_from_the_environment() {
+    let tools = tool_server().await;
+    let model = ScriptedModel::start(|_, n| match n {
+        0 => Reply::Tools(vec![call("h", "headers", "{}")]),
+        _ => Reply::Text("Seen.".into()),
+    })
+    .await;
+    // HOME is set wherever the tests run; a secret would be read the same way.
+    let home = std::env::var("HOME").unwrap();
+    let mut tool = http_tool(&tools, "headers", any_object());
+    tool.headers.insert("x-home".into(), "at ${HOME}".into());
+    let running = app(&model, &tools, move |config| config.tools.http.push(tool)).await;
+    let stream = running.chat_stream(json!({"message": "Headers?"})).await;
+    let result = &named(&stream, "tool_finished")[0].data["result"];
+    assert_eq!(result["x-home"], format!("at {home}"));
+    assert_eq!(result["content-type"], "application/json");
+
+    // A header naming a variable that is not set stops the start, with its name.
+    let mut broken = http_tool(&tools, "broken", any_object());
+    broken.headers.insert(
+        "authorization".into(),
+        "Bearer ${TIDEWIRE_TEST_SURELY_UNSET}".into(),
+    );
+    let failed = app(&model, &tools, move |config| config.tools.http.push(broken)).await;
+    let (result, _) = failed.shutdown().await;
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("TIDEWIRE_TEST_SURELY_UNSET"), "{error}");
 }
