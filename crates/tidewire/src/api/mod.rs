@@ -16,6 +16,7 @@ pub mod openai;
 mod runs;
 pub mod sse;
 mod tools;
+mod web;
 
 use std::sync::Arc;
 
@@ -127,6 +128,10 @@ pub fn router(state: AppState) -> Router {
             get(documents::get).delete(documents::delete),
         )
         .route("/api/tools", get(tools::list))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
+        .route("/app.css", get(web::app_css))
+        .route("/tidewire.js", get(web::client_js))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
