@@ -45,6 +45,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `tracing` filter, as `RUST_LOG` (`info`, `tidewire=debug`, ...).
     pub log: String,
+    /// How log lines are written: `text` for people, `json` (one object a line,
+    /// with the request's and the run's ids) for log collectors.
+    pub log_format: LogFormat,
     /// Idle time after which a stream gets a keepalive comment.
     #[serde(with = "duration")]
     pub keepalive: Duration,
@@ -425,6 +428,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("tidewire-data"),
             log: "info".into(),
+            log_format: LogFormat::Text,
             keepalive: Duration::from_secs(15),
             retry: Duration::from_secs(1),
             retention: Duration::from_secs(600),
@@ -455,6 +459,17 @@ impl Default for Config {
             tools: ToolsConfig::default(),
         }
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// The `[llm]` section: named backends, the default, the fallback order, the

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::{Serialize, Serializer};
 use tidewire::config::figment::providers::Serialized;
-use tidewire::config::{Config, ExposeSecret, Secret};
+use tidewire::config::{Config, ExposeSecret, LogFormat, Secret};
 use tracing_subscriber::EnvFilter;
 
 /// Shown after the options of `serve` and `config`.
@@ -38,6 +38,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<String>,
+    /// Log lines as `text` or `json` (one object a line, for log collectors) [default: text].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
     /// Keepalive comment interval on idle streams [default: 15s].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,11 +166,18 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             config.log
         )
     })?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Each line has its spans' fields: the request id, the run id.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,6 +11,7 @@ mod cors;
 pub mod dialect;
 mod documents;
 mod error;
+mod health;
 pub mod native;
 pub mod openai;
 mod runs;
@@ -20,16 +21,18 @@ mod web;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
 
 pub use caller::{Asker, Refusal};
 pub use cors::DEFAULT_ORIGINS;
 pub use error::ApiError;
+
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, DialectConfig, DialectsConfig};
 use crate::hub::Hub;
@@ -132,7 +135,8 @@ pub fn router(state: AppState) -> Router {
         .route("/app.js", get(web::app_js))
         .route("/app.css", get(web::app_css))
         .route("/tidewire.js", get(web::client_js))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -140,7 +144,29 @@ pub fn router(state: AppState) -> Router {
         // streams stay streams).
         .layer(cors)
         .layer(axum::middleware::map_response(cors::expose))
+        // Every request has an id (the client's `X-Request-Id`, or a new one), in
+        // the response and in every log line of the request and of its run.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
+}
+
+/// The span of a request: its method, route and id.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| request.uri().path(), |path| path.as_str());
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), route, request_id = id)
 }
 
 /// The arguments of every dialect handler but its route.
@@ -323,10 +349,6 @@ fn dialect_routes(mut router: Router<AppState>, config: &DialectsConfig) -> Rout
         }
     }
     router
-}
-
-async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "active_runs": state.hub.active_runs()}))
 }
 
 async fn not_found() -> ApiError {

@@ -238,12 +238,17 @@ impl Hub {
         key: Option<String>,
     ) -> Result<Started, StartError> {
         let hub = Arc::clone(self);
-        tokio::spawn(async move { hub.start_here(request, key).await })
-            .await
-            .unwrap_or_else(|join| {
-                tracing::error!(error = %join, "starting a run panicked");
-                Err(StartError::Internal)
-            })
+        // The run's log lines carry the request's span (its request id) too.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move { hub.start_here(request, key).await },
+            span,
+        ))
+        .await
+        .unwrap_or_else(|join| {
+            tracing::error!(error = %join, "starting a run panicked");
+            Err(StartError::Internal)
+        })
     }
 
     async fn start_here(
@@ -337,11 +342,15 @@ impl Hub {
             events_url: String::new(),
         })));
         lock(&self.runs).insert(run.id().to_owned(), Arc::clone(&run));
-        tokio::spawn(produce(
-            Arc::clone(self),
-            Arc::clone(&run),
-            Job { request, turn, key },
-            slot,
+        let span = tracing::info_span!("run", run_id = run.id());
+        tokio::spawn(tracing::Instrument::instrument(
+            produce(
+                Arc::clone(self),
+                Arc::clone(&run),
+                Job { request, turn, key },
+                slot,
+            ),
+            span,
         ));
         tracing::debug!(run_id = run.id(), "run started");
         Ok(run)
@@ -386,6 +395,11 @@ impl Hub {
                 .get()
                 .is_none_or(|run| !forgotten.iter().any(|gone| Arc::ptr_eq(gone, run)))
         });
+    }
+
+    /// Whether the hub stopped accepting runs (the server is shutting down).
+    pub fn is_draining(&self) -> bool {
+        !self.accepting.load(Ordering::Acquire)
     }
 
     /// Stops accepting runs, lets running ones finish until `deadline`, then

@@ -58,6 +58,10 @@ impl Backend for Failover {
             .is_some_and(|backend| backend.is_language_model())
     }
 
+    fn endpoint(&self) -> Option<&str> {
+        self.chain.first().and_then(|backend| backend.endpoint())
+    }
+
     fn supports_tools(&self) -> bool {
         self.chain
             .first()

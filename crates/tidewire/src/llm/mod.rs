@@ -297,6 +297,12 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// The URL of the server behind this backend, for readiness checks (`None`
+    /// for the built-in backends).
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
+
     /// Whether the model can be given tools to call (OpenAI-compatible servers and
     /// Ollama can; whether the model itself uses them is up to the model).
     fn supports_tools(&self) -> bool {

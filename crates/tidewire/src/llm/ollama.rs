@@ -47,6 +47,10 @@ impl Backend for Ollama {
         &self.model
     }
 
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+
     fn supports_tools(&self) -> bool {
         true
     }

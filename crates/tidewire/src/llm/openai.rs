@@ -86,6 +86,10 @@ impl Backend for OpenAi {
         &self.model
     }
 
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+
     fn supports_tools(&self) -> bool {
         true
     }

@@ -102,6 +102,14 @@ impl Backends {
         &self.default
     }
 
+    /// The configured backends that have a server, by name, with its URL.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        self.named
+            .iter()
+            .filter_map(|(name, backend)| Some((name.clone(), backend.endpoint()?.to_owned())))
+            .collect()
+    }
+
     /// The backend for a request: `name` (or the default), then the fallback list.
     pub fn select(&self, name: Option<&str>) -> Result<Arc<dyn Backend>, UnknownBackend> {
         let name = name.unwrap_or(&self.default);

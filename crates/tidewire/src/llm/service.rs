@@ -88,6 +88,10 @@ impl Backend for Service {
         &self.name
     }
 
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+
     fn is_language_model(&self) -> bool {
         false
     }

@@ -291,6 +291,8 @@ pub trait Store: Send + Sync + 'static {
     /// pieces into its text; run at start-up, when no run can be live. Returns how
     /// many were marked.
     async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
+    /// Whether the store answers (a trivial read), for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
     /// Whether the conversation exists and is `user_id`'s.
     async fn conversation_exists(&self, id: &str, user_id: &str) -> Result<bool, StoreError>;
     /// The most recently updated conversations of `user_id`.

@@ -252,6 +252,11 @@ impl Store for SqliteStore {
         self.write_rows(Op::InterruptStreaming).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reads).await?;
+        Ok(())
+    }
+
     async fn conversation_exists(&self, id: &str, user_id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM conversations WHERE id = ? AND user_id = ?")
             .bind(id)
