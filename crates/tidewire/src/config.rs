@@ -119,6 +119,22 @@ pub struct Config {
     pub documents: DocumentsConfig,
     /// The tools models may call (TOML only: the `[tools]` table).
     pub tools: ToolsConfig,
+    /// Prometheus metrics at `/metrics` (TOML only: the `[metrics]` table).
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Record metrics and serve them at `/metrics`.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// The `[pipeline]` table: which stages run, and their limits.
@@ -457,6 +473,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             documents: DocumentsConfig::default(),
             tools: ToolsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

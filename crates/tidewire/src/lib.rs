@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod llm;
+pub mod metrics;
 pub mod pipeline;
 pub mod retrieval;
 pub mod store;
@@ -75,8 +76,10 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
             "answers left streaming by an earlier stop are now interrupted"
         );
     }
-    let backends =
-        Backends::from_config(&config).map_err(|error| ServeError::Backend(error.to_string()))?;
+    let metrics = metrics::Metrics::new(config.metrics.enabled);
+    let backends = Backends::from_config(&config)
+        .map_err(|error| ServeError::Backend(error.to_string()))?
+        .with_metrics(Arc::clone(&metrics));
     tracing::info!(default = backends.default_name(), "model backends ready");
     let store: Arc<dyn Store> = Arc::new(store);
     let documents = retrieval::Library::open(
@@ -97,6 +100,7 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         Arc::clone(&store),
         Arc::clone(&documents) as Arc<dyn retrieval::Retriever>,
         Arc::clone(&tools),
+        metrics,
         PipelineSettings {
             stages: Stages {
                 query_analysis: stages.query_analysis,

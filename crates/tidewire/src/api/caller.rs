@@ -13,6 +13,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::{AuthError, Caller, RateLimited};
+use crate::metrics::{LimitLabel, ReasonLabel};
 
 /// A request refused before its route ran: not authenticated, or over a limit.
 #[derive(Debug, Clone)]
@@ -116,11 +117,21 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
-        state
-            .auth
-            .caller(authorization)
-            .await
-            .map_err(Refusal::Unauthenticated)
+        state.auth.caller(authorization).await.map_err(|error| {
+            let metrics = state.hub.pipeline().metrics();
+            let reason = match &error {
+                AuthError::Missing => "missing",
+                AuthError::Invalid(_) => "invalid",
+                AuthError::Unavailable => "unavailable",
+            };
+            metrics.count(
+                &metrics.auth_failures,
+                ReasonLabel {
+                    reason: reason.to_owned(),
+                },
+            );
+            Refusal::Unauthenticated(error)
+        })
     }
 }
 
@@ -137,10 +148,23 @@ impl FromRequestParts<AppState> for Asker {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        state.limits.request(&caller.user_id)?;
-        state
-            .limits
-            .start(|| state.hub.running_of(&caller.user_id))?;
+        let limited = |limit: &str| {
+            let metrics = state.hub.pipeline().metrics();
+            metrics.count(
+                &metrics.rate_limited,
+                LimitLabel {
+                    limit: limit.to_owned(),
+                },
+            );
+        };
+        if let Err(refused) = state.limits.request(&caller.user_id) {
+            limited("requests_per_minute");
+            return Err(refused.into());
+        }
+        if let Err(refused) = state.limits.start(|| state.hub.running_of(&caller.user_id)) {
+            limited("concurrent_runs");
+            return Err(refused.into());
+        }
         Ok(Self(caller))
     }
 }

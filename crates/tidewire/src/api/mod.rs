@@ -13,6 +13,7 @@ mod documents;
 mod error;
 mod health;
 pub mod native;
+mod observe;
 pub mod openai;
 mod runs;
 pub mod sse;
@@ -137,11 +138,16 @@ pub fn router(state: AppState) -> Router {
         .route("/tidewire.js", get(web::client_js))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(observe::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         // Browsers on another origin: every route (not a buffering layer; the
         // streams stay streams).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::track,
+        ))
         .layer(cors)
         .layer(axum::middleware::map_response(cors::expose))
         // Every request has an id (the client's `X-Request-Id`, or a new one), in

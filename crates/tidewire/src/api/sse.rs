@@ -92,7 +92,7 @@ impl Drop for DisconnectGuard {
                 tokio::time::sleep(grace).await;
                 if !run.is_finished() && run.subscribers() == 0 {
                     tracing::debug!(run_id = run.id(), "client went away; cancelling");
-                    run.cancel(CancelReason::Requested);
+                    run.cancel(CancelReason::Disconnected);
                 }
             });
         }

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{CauseLabel, StatusLabel};
 use crate::pipeline::{ConversationRef, Ending, EventSink, Pipeline, RunRequest};
 use crate::store::{FinishedMessage, NewTurn, PartialAnswer, Store, StoreError, Turn, new_id};
 
@@ -323,17 +324,23 @@ impl Hub {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        let run = Arc::new(Run::new(
-            RunIdentity {
-                run_id,
-                conversation_id: turn.conversation_id.clone(),
-                message_id: turn.assistant_message_id.clone(),
-                created,
-                attributes: request.attributes.clone(),
-                user_id: request.user.clone(),
-            },
-            self.config.max_run_bytes,
-        ));
+        let run = Arc::new(
+            Run::new(
+                RunIdentity {
+                    run_id,
+                    conversation_id: turn.conversation_id.clone(),
+                    message_id: turn.assistant_message_id.clone(),
+                    created,
+                    attributes: request.attributes.clone(),
+                    user_id: request.user.clone(),
+                },
+                self.config.max_run_bytes,
+            )
+            .with_metrics(Arc::clone(self.pipeline.metrics())),
+        );
+        self.pipeline
+            .metrics()
+            .add(&self.pipeline.metrics().runs_started, 1);
         run.append(ChatEvent::Run(Box::new(RunStarted {
             run_id: run.id().to_owned(),
             conversation_id: turn.conversation_id.clone(),
@@ -395,6 +402,15 @@ impl Hub {
                 .get()
                 .is_none_or(|run| !forgotten.iter().any(|gone| Arc::ptr_eq(gone, run)))
         });
+    }
+
+    /// Subscribers following runs now, and the bytes of every log in memory
+    /// (read at scrape time).
+    pub fn gauges(&self) -> (usize, usize) {
+        let runs: Vec<Arc<Run>> = lock(&self.runs).values().cloned().collect();
+        let subscribers = runs.iter().map(|run| run.subscribers()).sum();
+        let bytes = runs.iter().map(|run| run.log_bytes()).sum();
+        (subscribers, bytes)
     }
 
     /// Whether the hub stopped accepting runs (the server is shutting down).
@@ -549,6 +565,7 @@ struct Job {
 
 /// The producer of one run: the pipeline, then the stored answer, then `done`.
 async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
+    let started = Instant::now();
     let answered = hub
         .pipeline
         .answer(&job.request, &job.turn, run.as_ref(), run.cancel_token());
@@ -579,6 +596,20 @@ async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
             MessageStatus::Failed
         }
     };
+    let metrics = hub.pipeline.metrics();
+    let status_label = StatusLabel {
+        status: status.as_str().to_owned(),
+    };
+    metrics.count(&metrics.runs_finished, status_label.clone());
+    metrics.observe_in(&metrics.run_duration, status_label, started.elapsed());
+    if let Some(reason) = run.cancel_reason() {
+        metrics.count(
+            &metrics.cancels,
+            CauseLabel {
+                cause: reason.cause().to_owned(),
+            },
+        );
+    }
     // Store first: a client that sees `done` and reloads the conversation finds the
     // final answer.
     let answer = run.answer();

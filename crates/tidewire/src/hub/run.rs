@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::format::{EventEncoder, RunIdentity, WireFormat};
+use crate::metrics::Metrics;
 
 /// The most bytes one subscriber write carries when catching up, so a long replay
 /// goes out in a few large writes without holding the run's lock for long.
@@ -38,15 +39,28 @@ pub enum CancelReason {
     Shutdown,
     /// The run's log reached its size limit.
     TooLarge,
+    /// Its client went away (a route whose clients cannot resume).
+    Disconnected,
 }
 
 impl CancelReason {
     /// The status the answer gets when its run stops for this reason.
     pub fn status(self) -> MessageStatus {
         match self {
-            Self::Requested | Self::Idle => MessageStatus::Cancelled,
+            Self::Requested | Self::Idle | Self::Disconnected => MessageStatus::Cancelled,
             Self::Shutdown => MessageStatus::Interrupted,
             Self::TooLarge => MessageStatus::Failed,
+        }
+    }
+
+    /// Its name in metrics.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Self::Requested => "request",
+            Self::Idle => "idle",
+            Self::Shutdown => "shutdown",
+            Self::TooLarge => "too_large",
+            Self::Disconnected => "disconnect",
         }
     }
 }
@@ -62,6 +76,8 @@ pub struct Run {
     cancel: CancellationToken,
     cancel_reason: OnceLock<CancelReason>,
     subscribers: AtomicUsize,
+    /// Where its subscribers count what they send, when the server keeps metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for Run {
@@ -158,7 +174,38 @@ impl Run {
             cancel: CancellationToken::new(),
             cancel_reason: OnceLock::new(),
             subscribers: AtomicUsize::new(0),
+            metrics: None,
         }
+    }
+
+    /// The run, with its subscribers counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics.enabled().then_some(metrics);
+        self
+    }
+
+    /// Counts the events `from..to` a subscriber is sending, and the end of a
+    /// resumed subscriber's catching up (it reached the end of the log).
+    fn count_sent(&self, from: usize, to: usize, catching_up: &mut Option<Instant>) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        if to > from {
+            metrics.stream_events.inc_by((to - from) as u64);
+        }
+        if let Some(since) = *catching_up
+            && to >= self.len()
+        {
+            metrics
+                .resume_catch_up
+                .observe(since.elapsed().as_secs_f64());
+            *catching_up = None;
+        }
+    }
+
+    /// The estimated bytes of its log.
+    pub fn log_bytes(&self) -> usize {
+        self.state().bytes
     }
 
     /// Who the run is.
@@ -404,11 +451,18 @@ impl Run {
         let mut state = self.state();
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         state.idle_since = None;
+        let backlog = state.events.len().saturating_sub(after);
         drop(state);
+        let resumed = after > 0;
+        if let Some(metrics) = self.metrics.as_ref().filter(|_| resumed) {
+            metrics.resumes.inc();
+            metrics.resumed_events.inc_by(backlog as u64);
+        }
         Subscription {
             run: Arc::clone(self),
             format,
             next: after,
+            catching_up: resumed.then(Instant::now),
         }
     }
 }
@@ -444,6 +498,8 @@ pub struct Subscription {
     run: Arc<Run>,
     format: Arc<dyn WireFormat>,
     next: usize,
+    /// Since when a resumed subscription sends what it missed, until it has.
+    catching_up: Option<Instant>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -469,9 +525,12 @@ impl Subscription {
         let run = Arc::clone(&self.run);
         let format = self.format.as_ref();
         let next = &mut self.next;
+        let catching_up = &mut self.catching_up;
         run.appended_after(|| {
-            let batch = run.read_from(format, *next);
+            let from = *next;
+            let batch = run.read_from(format, from);
             *next = batch.next;
+            run.count_sent(from, batch.next, catching_up);
             if !batch.bytes.is_empty() {
                 Some(Some(batch.bytes))
             } else if batch.complete {
@@ -485,8 +544,10 @@ impl Subscription {
 
     /// The events after the cursor that are already there, without waiting.
     pub fn ready_batch(&mut self) -> Option<Bytes> {
-        let batch = self.run.read_from(self.format.as_ref(), self.next);
+        let from = self.next;
+        let batch = self.run.read_from(self.format.as_ref(), from);
         self.next = batch.next;
+        self.run.count_sent(from, batch.next, &mut self.catching_up);
         (!batch.bytes.is_empty()).then_some(batch.bytes)
     }
 

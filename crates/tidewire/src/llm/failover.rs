@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::{Backend, Chunk, Generation, GenerationRequest, LlmError};
+use crate::metrics::{BackendLabel, Metrics};
 
 /// The longest `Retry-After` honoured by waiting; a backend that asks for more is
 /// not retried (the next one is tried at once), so no run is parked for long.
@@ -23,6 +24,7 @@ pub struct Failover {
     attempts: u32,
     /// The delay before the second attempt; it doubles after each failure.
     backoff: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for Failover {
@@ -42,6 +44,27 @@ impl Failover {
             chain,
             attempts: attempts.max(1),
             backoff,
+            metrics: None,
+        }
+    }
+
+    /// The same, counting retries and fallbacks into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, fallback: bool, backend: &dyn Backend) {
+        if let Some(metrics) = &self.metrics {
+            let family = if fallback {
+                &metrics.upstream_fallbacks
+            } else {
+                &metrics.upstream_retries
+            };
+            let label = BackendLabel {
+                backend: backend.model().to_owned(),
+            };
+            metrics.count(family, label);
         }
     }
 }
@@ -72,9 +95,13 @@ impl Backend for Failover {
         let mut last = LlmError::new("no_backend", "no model backend is configured", false);
         let mut waits = Vec::new();
         let mut attempts = 0;
-        for backend in &self.chain {
+        for (index, backend) in self.chain.iter().enumerate() {
+            if index > 0 {
+                self.count(true, backend.as_ref());
+            }
             for attempt in 0..self.attempts {
                 if attempt > 0 {
+                    self.count(false, backend.as_ref());
                     let backoff = self.backoff * 2u32.saturating_pow(attempt - 1);
                     tokio::time::sleep(last.retry_after.unwrap_or_default().max(backoff)).await;
                 }

@@ -29,6 +29,7 @@ pub struct Backends {
     default: String,
     fallback: Vec<String>,
     attempts: u32,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -76,6 +77,7 @@ impl Backends {
             default,
             fallback: config.llm.fallback.clone(),
             attempts: config.llm.attempts,
+            metrics: None,
         })
     }
 
@@ -89,12 +91,19 @@ impl Backends {
             default: "synthetic".into(),
             fallback: Vec::new(),
             attempts: 1,
+            metrics: None,
         }
     }
 
     /// The names of the configured backends, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.named.keys().map(String::as_str)
+    }
+
+    /// The backends, counting their retries and fallbacks into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics.enabled().then_some(metrics);
+        self
     }
 
     /// The name of the default backend.
@@ -123,7 +132,11 @@ impl Backends {
                 chain.push(Arc::clone(backend));
             }
         }
-        Ok(Arc::new(Failover::new(chain, self.attempts, BACKOFF)))
+        let failover = Failover::new(chain, self.attempts, BACKOFF);
+        Ok(Arc::new(match &self.metrics {
+            Some(metrics) => failover.with_metrics(Arc::clone(metrics)),
+            None => failover,
+        }))
     }
 }
 

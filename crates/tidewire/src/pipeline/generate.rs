@@ -18,6 +18,7 @@ use super::{Ending, EventSink};
 use crate::llm::{
     Backend, Chunk, GenerationRequest, LlmError, PromptMessage, PromptRole, ToolCall, ToolExchange,
 };
+use crate::metrics::{Metrics, ToolLabel, UpstreamLabel};
 use crate::tools::{ToolContext, ToolSet};
 
 /// What a generation produced besides its tokens.
@@ -58,6 +59,7 @@ pub async fn generate(
     backend: Arc<dyn Backend>,
     mut request: GenerationRequest,
     tools: Option<Tools<'_>>,
+    metrics: &Metrics,
     sink: &dyn EventSink,
     cancel: &CancellationToken,
 ) -> Generated {
@@ -75,6 +77,8 @@ pub async fn generate(
         first_token: None,
         completion_tokens: 0,
         started,
+        last_token: None,
+        metrics,
     };
     let mut usage = Usage::default();
     let mut usage_estimated = false;
@@ -93,6 +97,15 @@ pub async fn generate(
         let prompt_estimate = estimate_tokens(request.messages.iter().map(|m| m.content.as_str()));
         let tokens_before = answer.completion_tokens;
         let outcome = one_round(&backend, request.clone(), &mut answer, sink, cancel).await;
+        if let Some(error) = &outcome.error {
+            metrics.count(
+                &metrics.upstream_errors,
+                UpstreamLabel {
+                    backend: backend.model().to_owned(),
+                    code: error.code.clone(),
+                },
+            );
+        }
         match outcome.usage {
             Some(reported) => usage = usage.plus(reported),
             None => {
@@ -132,7 +145,7 @@ pub async fn generate(
             break Ending::Failed;
         }
         round += 1;
-        let Some(exchanges) = run_calls(tools, outcome.calls, sink, cancel).await else {
+        let Some(exchanges) = run_calls(tools, outcome.calls, metrics, sink, cancel).await else {
             break Ending::Stopped;
         };
         request.messages.push(PromptMessage {
@@ -155,17 +168,24 @@ pub async fn generate(
 }
 
 /// The answer across rounds.
-struct Answer {
+struct Answer<'m> {
     model: String,
     text: String,
     first_token: Option<Duration>,
     completion_tokens: u64,
     started: Instant,
+    last_token: Option<Instant>,
+    metrics: &'m Metrics,
 }
 
-impl Answer {
+impl Answer<'_> {
     fn emit(&mut self, piece: String, round_text: &mut String, sink: &dyn EventSink) {
         if !piece.is_empty() {
+            let now = Instant::now();
+            if let Some(last) = self.last_token.replace(now) {
+                self.metrics
+                    .observe(&self.metrics.token_gap, now.duration_since(last));
+            }
             self.first_token
                 .get_or_insert_with(|| self.started.elapsed());
             self.completion_tokens = self.completion_tokens.saturating_add(1);
@@ -193,7 +213,7 @@ struct Round {
 async fn one_round(
     backend: &Arc<dyn Backend>,
     request: GenerationRequest,
-    answer: &mut Answer,
+    answer: &mut Answer<'_>,
     sink: &dyn EventSink,
     cancel: &CancellationToken,
 ) -> Round {
@@ -272,6 +292,7 @@ async fn one_round(
 async fn run_calls(
     tools: Tools<'_>,
     calls: Vec<ToolCall>,
+    metrics: &Metrics,
     sink: &dyn EventSink,
     cancel: &CancellationToken,
 ) -> Option<Vec<ToolExchange>> {
@@ -297,6 +318,22 @@ async fn run_calls(
             },
         };
         let call = &calls[index];
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.code,
+        };
+        metrics.count(
+            &metrics.tool_calls,
+            ToolLabel {
+                // A name the model made up is not a label value.
+                tool: if outcome == "unknown_tool" {
+                    "unknown".to_owned()
+                } else {
+                    call.name.clone()
+                },
+                outcome: outcome.to_owned(),
+            },
+        );
         let (result, is_error) = match result {
             Ok(value) => (value, false),
             Err(error) => {

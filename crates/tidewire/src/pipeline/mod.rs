@@ -30,6 +30,7 @@ use crate::llm::{
     Backend, Backends, GenerationRequest, Passage, PromptMessage, PromptRole, Sampling, ToolCall,
     ToolExchange, ToolSpec,
 };
+use crate::metrics::{BackendLabel, Metrics};
 use crate::retrieval::{Hit, Retriever, Scope};
 use crate::store::{Store, Turn};
 use crate::tools::{ToolContext, ToolSet, Toolbox};
@@ -220,6 +221,7 @@ pub struct Pipeline {
     store: Arc<dyn Store>,
     retriever: Arc<dyn Retriever>,
     tools: Arc<Toolbox>,
+    metrics: Arc<Metrics>,
     settings: PipelineSettings,
 }
 
@@ -251,6 +253,7 @@ impl Pipeline {
         store: Arc<dyn Store>,
         retriever: Arc<dyn Retriever>,
         tools: Arc<Toolbox>,
+        metrics: Arc<Metrics>,
         settings: PipelineSettings,
     ) -> Self {
         Self {
@@ -258,8 +261,14 @@ impl Pipeline {
             store,
             retriever,
             tools,
+            metrics,
             settings,
         }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The tools models may call.
@@ -463,11 +472,29 @@ impl Pipeline {
                     set: &tool_set,
                     context: &context,
                 };
-                let done =
-                    generate(Arc::clone(&backend), generation, Some(tools), sink, cancel).await;
+                let done = generate(
+                    Arc::clone(&backend),
+                    generation,
+                    Some(tools),
+                    &self.metrics,
+                    sink,
+                    cancel,
+                )
+                .await;
                 ttft = done
                     .first_token
                     .map(|first| at.duration_since(started) + first);
+                if let Some(ttft) = ttft {
+                    let backend = BackendLabel {
+                        backend: request
+                            .options
+                            .backend
+                            .clone()
+                            .unwrap_or_else(|| self.backends.default_name().to_owned()),
+                    };
+                    self.metrics
+                        .observe_in(&self.metrics.time_to_first_token, backend, ttft);
+                }
                 times.insert("generation".to_owned(), millis(at.elapsed()));
                 let ending = done.ending;
                 generated = Some(done);

@@ -1,0 +1,103 @@
+//! `/metrics`, and the middleware that measures every request: the latency of
+//! the routes that answer at once, and, for streams, how many are open and the
+//! bytes they write (a stream's latency is its length, not a useful number).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::metrics::{Metrics, RequestLabel, RouteLabel};
+
+/// `GET /metrics`: every metric, in Prometheus' text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let metrics = state.hub.pipeline().metrics();
+    if !metrics.enabled() {
+        return super::error::ApiError::not_found(
+            "not_found",
+            "metrics are off ([metrics] enabled = false)",
+        )
+        .into_response();
+    }
+    let (subscribers, log_bytes) = state.hub.gauges();
+    metrics.active_runs.set(gauge(state.hub.active_runs()));
+    metrics.subscribers.set(gauge(subscribers));
+    metrics.log_bytes.set(gauge(log_bytes));
+    let mut response = metrics.render().into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Measures one request (see the module's documentation).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let metrics = Arc::clone(state.hub.pipeline().metrics());
+    if !metrics.enabled() {
+        return next.run(request).await;
+    }
+    // Route templates only: a path with an id in it is not a label.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let streams = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|kind| kind.starts_with("text/event-stream"));
+    if !streams || response.status() != StatusCode::OK {
+        let label = RequestLabel {
+            route,
+            method,
+            status: response.status().as_u16().to_string(),
+        };
+        metrics.observe_in(&metrics.request_duration, label, started.elapsed());
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let open = OpenStream::new(metrics, route);
+    let body = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            open.metrics
+                .add(&open.metrics.stream_bytes, bytes.len() as u64);
+        }
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// Counts a stream as open until its body is dropped.
+struct OpenStream {
+    metrics: Arc<Metrics>,
+    route: RouteLabel,
+}
+
+impl OpenStream {
+    fn new(metrics: Arc<Metrics>, route: String) -> Self {
+        let route = RouteLabel { route };
+        metrics.open_streams.get_or_create(&route).inc();
+        Self { metrics, route }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.metrics.open_streams.get_or_create(&self.route).dec();
+    }
+}
