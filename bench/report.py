@@ -441,6 +441,19 @@ def write_report(results, out, quick):
                 add(line)
         add("")
 
+    # Metrics on and off: bench/metrics.sh writes its table.
+    metrics_md = os.path.join(results, "metrics.md")
+    if os.path.exists(metrics_md):
+        add("## The cost of metrics")
+        add("")
+        add("`bash bench/metrics.sh`: burst with `[metrics]` on and off, in alternating rounds")
+        add("on the same machine; the median of the rounds.")
+        add("")
+        with open(metrics_md) as f:
+            for line in f.read().splitlines():
+                add(line)
+        add("")
+
     # Tool calls: the benchmark prints its own Markdown table.
     tools = os.path.join(results, "tools.md")
     if os.path.exists(tools):

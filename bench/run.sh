@@ -190,6 +190,9 @@ else
     cargo bench -p tidewire --bench retrieval --quiet >"$RESULTS/retrieval.md" 2>"$RESULTS/retrieval.stderr"
 fi
 
+log "metrics on and off (bench/metrics.sh)"
+RESULTS="$RESULTS" bash bench/metrics.sh >/dev/null
+
 log "tool call benchmark (cargo bench -p tidewire-mcp-fixture --bench tool_call)"
 cargo bench -p tidewire-mcp-fixture --bench tool_call --quiet >"$RESULTS/tools.md" 2>"$RESULTS/tools.stderr"
 

@@ -58,8 +58,8 @@ label_set!(
     LimitLabel { limit }
 );
 label_set!(
-    /// `route`.
-    RouteLabel { route }
+    /// `format`.
+    FormatLabel { format }
 );
 label_set!(
     /// `route`, `method`, `status`.
@@ -106,8 +106,8 @@ pub struct Metrics {
     pub stream_bytes: Counter,
     /// Events written to streams.
     pub stream_events: Counter,
-    /// Streams open now, by route.
-    pub open_streams: Family<RouteLabel, Gauge>,
+    /// Streams open now, by wire format (native, each front end's, OpenAI's).
+    pub open_streams: Family<FormatLabel, Gauge>,
     /// Runs generating now (set at scrape time).
     pub active_runs: Gauge,
     /// Subscribers following runs now (set at scrape time).
@@ -274,7 +274,7 @@ impl Metrics {
         );
         r.register(
             "open_streams",
-            "Streams open now, by route",
+            "Streams open now, by wire format",
             open_streams.clone(),
         );
         r.register("active_runs", "Runs generating now", active_runs.clone());

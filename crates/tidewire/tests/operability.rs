@@ -163,7 +163,7 @@ async fn metrics_count_a_scripted_session() {
     assert!(value("tidewire_stream_bytes_total") > 0.0);
     assert!(value("tidewire_stream_events_total") >= done.events.len() as f64);
     // Every stream ended: none open; the run lookup is timed under its template.
-    assert_eq!(value(r#"tidewire_open_streams{route="/api/chat"}"#), 0.0);
+    assert_eq!(value(r#"tidewire_open_streams{format="native"}"#), 0.0);
     assert_eq!(
         value(
             r#"tidewire_request_duration_seconds_count{route="/api/runs/{run_id}",method="GET",status="200"}"#

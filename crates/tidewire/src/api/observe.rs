@@ -1,20 +1,18 @@
-//! `/metrics`, and the middleware that measures every request: the latency of
-//! the routes that answer at once, and, for streams, how many are open and the
-//! bytes they write (a stream's latency is its length, not a useful number).
+//! `/metrics`, and the middleware that measures the latency of the routes that
+//! answer at once (a stream's latency is its length, not a useful number; streams
+//! are counted where they are written, in `api::sse` and the hub).
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::AppState;
-use crate::metrics::{Metrics, RequestLabel, RouteLabel};
+use crate::metrics::RequestLabel;
 
 /// `GET /metrics`: every metric, in Prometheus' text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -61,43 +59,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|kind| kind.starts_with("text/event-stream"));
-    if !streams || response.status() != StatusCode::OK {
+    // A stream's latency is its length; streams are counted where they are
+    // written (`api::sse`).
+    if !streams {
         let label = RequestLabel {
             route,
             method,
             status: response.status().as_u16().to_string(),
         };
         metrics.observe_in(&metrics.request_duration, label, started.elapsed());
-        return response;
     }
-    let (parts, body) = response.into_parts();
-    let open = OpenStream::new(metrics, route);
-    let body = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            open.metrics
-                .add(&open.metrics.stream_bytes, bytes.len() as u64);
-        }
-        chunk
-    });
-    Response::from_parts(parts, Body::from_stream(body))
-}
-
-/// Counts a stream as open until its body is dropped.
-struct OpenStream {
-    metrics: Arc<Metrics>,
-    route: RouteLabel,
-}
-
-impl OpenStream {
-    fn new(metrics: Arc<Metrics>, route: String) -> Self {
-        let route = RouteLabel { route };
-        metrics.open_streams.get_or_create(&route).inc();
-        Self { metrics, route }
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.metrics.open_streams.get_or_create(&self.route).dec();
-    }
+    response
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::hub::{CancelReason, Run, Subscription};
+use crate::metrics::{FormatLabel, Metrics};
 
 /// The comment sent on idle streams.
 pub const KEEPALIVE: &[u8] = b": keepalive\n\n";
@@ -52,6 +53,11 @@ pub fn event_stream(
         run: std::sync::Arc::clone(subscription.run()),
         grace,
     });
+    let open = subscription
+        .run()
+        .metrics()
+        .map(|metrics| OpenStream::new(std::sync::Arc::clone(metrics), subscription.format_name()));
+    let guard = (guard, open);
     let state = (subscription, Some(Bytes::from(prelude)), guard);
     futures_util::stream::unfold(
         state,
@@ -69,6 +75,28 @@ pub fn event_stream(
             }
         },
     )
+}
+
+/// Counts a stream as open, by its wire format, until it is dropped.
+struct OpenStream {
+    metrics: std::sync::Arc<Metrics>,
+    format: FormatLabel,
+}
+
+impl OpenStream {
+    fn new(metrics: std::sync::Arc<Metrics>, format: &str) -> Self {
+        let format = FormatLabel {
+            format: format.to_owned(),
+        };
+        metrics.open_streams.get_or_create(&format).inc();
+        Self { metrics, format }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.metrics.open_streams.get_or_create(&self.format).dec();
+    }
 }
 
 /// Cancels its run `grace` after the stream is dropped (its client went away),

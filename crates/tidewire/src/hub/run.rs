@@ -186,12 +186,13 @@ impl Run {
 
     /// Counts the events `from..to` a subscriber is sending, and the end of a
     /// resumed subscriber's catching up (it reached the end of the log).
-    fn count_sent(&self, from: usize, to: usize, catching_up: &mut Option<Instant>) {
+    fn count_sent(&self, from: usize, to: usize, bytes: usize, catching_up: &mut Option<Instant>) {
         let Some(metrics) = &self.metrics else {
             return;
         };
         if to > from {
             metrics.stream_events.inc_by((to - from) as u64);
+            metrics.stream_bytes.inc_by(bytes as u64);
         }
         if let Some(since) = *catching_up
             && to >= self.len()
@@ -201,6 +202,11 @@ impl Run {
                 .observe(since.elapsed().as_secs_f64());
             *catching_up = None;
         }
+    }
+
+    /// The server's metrics, when it keeps them.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The estimated bytes of its log.
@@ -518,6 +524,11 @@ impl Subscription {
         &self.run
     }
 
+    /// The name of the wire format it sends.
+    pub fn format_name(&self) -> &'static str {
+        self.format.name()
+    }
+
     /// Waits for events after the cursor and returns all of them (up to the batch
     /// limit) as one buffer; `None` once the run is finished and everything was read.
     /// Cancel-safe: dropping the future loses nothing.
@@ -530,7 +541,7 @@ impl Subscription {
             let from = *next;
             let batch = run.read_from(format, from);
             *next = batch.next;
-            run.count_sent(from, batch.next, catching_up);
+            run.count_sent(from, batch.next, batch.bytes.len(), catching_up);
             if !batch.bytes.is_empty() {
                 Some(Some(batch.bytes))
             } else if batch.complete {
@@ -547,7 +558,8 @@ impl Subscription {
         let from = self.next;
         let batch = self.run.read_from(self.format.as_ref(), from);
         self.next = batch.next;
-        self.run.count_sent(from, batch.next, &mut self.catching_up);
+        self.run
+            .count_sent(from, batch.next, batch.bytes.len(), &mut self.catching_up);
         (!batch.bytes.is_empty()).then_some(batch.bytes)
     }
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What recording metrics costs: burst events/s (`tidewire bench burst`) with
+# [metrics] on and off, in alternating rounds on the same machine (the median of
+# the rounds), and the server's CPU per event. Results: bench/results/metrics-*.json
+# and the table in bench/results/metrics.md, which bench/report.py puts into
+# BENCHMARKS.md. 127.0.0.1 only, bounded.
+#
+#   bash bench/metrics.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+RESULTS=${RESULTS:-$ROOT/bench/results}
+TW_PORT=${TW_PORT:-18080}
+ROUNDS=${ROUNDS:-5}
+BURST=(${BURST:--c 100 -n 3000 --tokens 100 --max-time 120})
+mkdir -p "$RESULTS"
+rm -f "$RESULTS"/metrics-*.json
+log() { echo "== $*" >&2; }
+
+cargo build --release --quiet -p tidewire-cli
+TW="$ROOT/target/release/tidewire"
+
+PID=
+stop() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true; PID=; }
+trap stop EXIT INT TERM
+
+# start DATA_DIR CONFIG_FILE
+start() {
+    TIDEWIRE_DEFAULT_TOKENS_PER_SECOND=0 "$TW" serve --addr "127.0.0.1:$TW_PORT" --data-dir "$1" \
+        --log warn --config "$2" >"$RESULTS/metrics-tidewire.log" 2>&1 &
+    PID=$!
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$TW_PORT/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "tidewire did not start" >&2
+    return 1
+}
+
+BASE='[llm]\ndefault = "synthetic"\n\n[pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n'
+printf "$BASE" >"$RESULTS/metrics-config-on.toml"
+printf "$BASE\n[metrics]\nenabled = false\n" >"$RESULTS/metrics-config-off.toml"
+
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in on off; do
+        data=$(mktemp -d)
+        start "$data" "$RESULTS/metrics-config-$mode.toml"
+        log "round $round: metrics $mode"
+        "$TW" bench burst --url "http://127.0.0.1:$TW_PORT/api/chat" "${BURST[@]}" \
+            --server-pid "$PID" --json 2>"$RESULTS/metrics-$mode-$round.stderr" \
+            | tail -n 1 >"$RESULTS/metrics-$mode-$round.json" || true
+        stop
+        rm -rf "$data"
+    done
+done
+python3 - "$RESULTS" "$ROUNDS" >"$RESULTS/metrics.md" <<'PY'
+import json, os, statistics, sys
+results, rounds = sys.argv[1], int(sys.argv[2])
+rows = {}
+for mode in ("on", "off"):
+    rates, cpu = [], []
+    for r in range(1, rounds + 1):
+        try:
+            x = json.load(open(os.path.join(results, f"metrics-{mode}-{r}.json")))
+        except (OSError, ValueError):
+            continue
+        rates.append(x["events_per_s"]); cpu.append(x["server"]["cpu_us_per_event"])
+    rows[mode] = (statistics.median(rates), statistics.median(cpu), len(rates)) if rates else None
+print("| metrics | burst events/s (median) | server CPU per event | rounds |")
+print("|---|---:|---:|---:|")
+for mode in ("off", "on"):
+    r = rows[mode]
+    print(f"| {mode} | {r[0]:,.0f} | {r[1]:.2f} µs | {r[2]} |" if r else f"| {mode} | – | – | – |")
+if rows["on"] and rows["off"]:
+    print()
+    print(f"With metrics on: {rows['on'][0] / rows['off'][0] * 100:.1f} % of the events/s with them off.")
+PY
+cat "$RESULTS/metrics.md"
