@@ -26,6 +26,17 @@ if ! cmp -s "$lock_python" .venv/installed.lock 2>/dev/null; then
     cp "$lock_python" .venv/installed.lock
 fi
 
+# schemathesis (property-based tests of the OpenAPI document against the live
+# server), in a venv of its own: its dependencies are not the SDK's.
+lock_schemathesis=python/schemathesis.lock
+if ! cmp -s "$lock_schemathesis" .venv-schemathesis/installed.lock 2>/dev/null; then
+    echo "sdk/setup.sh: installing schemathesis into sdk/.venv-schemathesis" >&2
+    rm -rf .venv-schemathesis
+    python3 -m venv .venv-schemathesis
+    .venv-schemathesis/bin/pip install -q --disable-pip-version-check -r "$lock_schemathesis"
+    cp "$lock_schemathesis" .venv-schemathesis/installed.lock
+fi
+
 if ! cmp -s js/package-lock.json js/node_modules/.installed.lock 2>/dev/null; then
     echo "sdk/setup.sh: installing the npm packages into sdk/js/node_modules" >&2
     (cd js && npm ci --no-audit --no-fund --loglevel=error)

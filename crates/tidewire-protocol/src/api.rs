@@ -6,6 +6,7 @@ use crate::event::{MessageStatus, Source, Usage};
 
 /// `POST /api/chat` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatRequest {
     /// The user's message.
     pub message: String,
@@ -35,6 +36,7 @@ impl ChatRequest {
 /// Generation options of a chat request. An unknown option is an error, not
 /// ignored: a typo (`max_token`) must not silently give a full answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChatOptions {
     /// The longest answer, in tokens.
@@ -60,6 +62,7 @@ pub struct ChatOptions {
 
 /// `POST /api/chat` answer when `stream` is `false`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatResponse {
     /// The run that produced the answer.
     pub run_id: String,
@@ -89,6 +92,7 @@ pub struct ChatResponse {
 
 /// `GET /api/runs/{id}` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunView {
     /// The run's id.
     pub run_id: String,
@@ -110,6 +114,7 @@ pub struct RunView {
 
 /// A conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     /// Its id.
     pub id: String,
@@ -123,6 +128,7 @@ pub struct Conversation {
 
 /// `GET /api/conversations` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationList {
     /// Most recently updated first.
     pub conversations: Vec<Conversation>,
@@ -130,6 +136,7 @@ pub struct ConversationList {
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The person asking.
@@ -150,6 +157,7 @@ impl Role {
 
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Its id.
     pub id: String,
@@ -190,6 +198,7 @@ pub struct Message {
 
 /// `GET /api/conversations/{id}/messages` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageList {
     /// The conversation.
     pub conversation_id: String,
@@ -199,6 +208,7 @@ pub struct MessageList {
 
 /// Every error outside a stream: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -206,6 +216,7 @@ pub struct ErrorBody {
 
 /// The inside of an [`ErrorBody`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// A `snake_case` code for programs.
     pub code: String,

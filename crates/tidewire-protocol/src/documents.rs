@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/documents` body as JSON: one document given as text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TextDocument {
     /// Its name; an upload of the same name in the same collection replaces it.
@@ -21,6 +22,7 @@ pub struct TextDocument {
 
 /// What an ingest did to a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum IngestStatus {
     /// A new document.
@@ -33,6 +35,7 @@ pub enum IngestStatus {
 
 /// One document of an ingest's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ingested {
     /// The document.
     pub document_id: String,
@@ -50,6 +53,7 @@ pub struct Ingested {
 
 /// `POST /api/documents` answer (201, or 200 when every document was unchanged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IngestResponse {
     /// The documents, in the order they were sent.
     pub documents: Vec<Ingested>,
@@ -57,6 +61,7 @@ pub struct IngestResponse {
 
 /// A stored document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Document {
     /// Its id.
     pub id: String,
@@ -83,6 +88,7 @@ pub struct Document {
 
 /// `GET /api/documents` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DocumentList {
     /// The documents, by collection and name.
     pub documents: Vec<Document>,
@@ -90,6 +96,7 @@ pub struct DocumentList {
 
 /// `POST /api/documents/prune` body: forget the files that are gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PruneRequest {
     /// The collection (`default` when absent).
@@ -103,6 +110,7 @@ pub struct PruneRequest {
 
 /// `POST /api/documents/prune` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PruneResponse {
     /// The documents deleted.
     pub removed: Vec<Document>,

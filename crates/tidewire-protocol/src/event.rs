@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The payloads larger than a string are boxed, so the enum stays 32 bytes: a run
 /// keeps every event of its log, and most of them are tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum ChatEvent {
     /// The run started: where to find it again.
@@ -38,6 +39,7 @@ pub enum ChatEvent {
 
 /// Payload of `run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunStarted {
     /// The run's id.
     pub run_id: String,
@@ -51,6 +53,7 @@ pub struct RunStarted {
 
 /// Payload of `stage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stage {
     /// `query_analysis`, `retrieval`, `generation`, `scoring`, ...
     pub stage: String,
@@ -58,6 +61,7 @@ pub struct Stage {
 
 /// One retrieved source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     /// The chunk's id.
     pub chunk_id: String,
@@ -71,6 +75,7 @@ pub struct Source {
 
 /// Payload of `sources`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Sources {
     /// The sources, best first.
     pub sources: Vec<Source>,
@@ -78,6 +83,7 @@ pub struct Sources {
 
 /// Payload of `token`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Token {
     /// The text to append to the answer.
     pub token: String,
@@ -85,6 +91,7 @@ pub struct Token {
 
 /// Payload of `tool_started`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolStarted {
     /// The call's id.
     pub tool_call_id: String,
@@ -96,6 +103,7 @@ pub struct ToolStarted {
 
 /// Payload of `tool_finished`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolFinished {
     /// The call's id.
     pub tool_call_id: String,
@@ -112,6 +120,7 @@ pub struct ToolFinished {
 
 /// Payload of `tool_call`: a call of a client's tool, for the client to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientToolCall {
     /// The call's id.
     pub tool_call_id: String,
@@ -124,6 +133,7 @@ pub struct ClientToolCall {
 /// A tool call of an answer, as stored with the message: its `tool_started` and
 /// `tool_finished` in one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolCallRecord {
     /// The call's id.
     pub tool_call_id: String,
@@ -145,6 +155,7 @@ pub struct ToolCallRecord {
 
 /// Payload of `quality_score`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QualityScore {
     /// From 0.0 to 1.0.
     pub quality_score: f64,
@@ -152,6 +163,7 @@ pub struct QualityScore {
 
 /// Payload of `follow_up_questions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FollowUpQuestions {
     /// The questions.
     pub follow_up_questions: Vec<String>,
@@ -159,6 +171,7 @@ pub struct FollowUpQuestions {
 
 /// Token counts of one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     /// Tokens of the prompt.
     pub prompt_tokens: u64,
@@ -192,6 +205,7 @@ impl Usage {
 
 /// How long the answer took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timing {
     /// Time to the first token, if there was one.
     pub ttft_ms: Option<u64>,
@@ -201,6 +215,7 @@ pub struct Timing {
 
 /// Payload of `metadata`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Metadata {
     /// The assistant message.
     pub message_id: String,
@@ -223,6 +238,7 @@ pub struct Metadata {
 
 /// Payload of `error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorEvent {
     /// What happened, for a human.
     pub error: String,
@@ -234,6 +250,7 @@ pub struct ErrorEvent {
 
 /// The status of an assistant message, and of the run that writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     /// Still being generated.
@@ -286,6 +303,7 @@ impl std::fmt::Display for MessageStatus {
 
 /// Payload of `done`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Done {
     /// How the run ended.
     pub status: MessageStatus,

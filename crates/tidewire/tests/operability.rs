@@ -199,3 +199,96 @@ async fn metrics_count_refused_requests_and_can_be_switched_off() {
     let response = off.client.get(off.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 404);
 }
+
+/// Installs the SDKs and schemathesis (`sdk/setup.sh`) once per test process.
+fn setup() {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let done = DONE.get_or_init(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/setup.sh");
+        let output = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .map_err(|error| format!("cannot run sdk/setup.sh: {error}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "sdk/setup.sh failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    if let Err(error) = done {
+        panic!("{error}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_the_api_and_the_live_server_keeps_to_it() {
+    let app = spawn_app().await;
+    let (status, document) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    for path in [
+        "/api/chat",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/events",
+        "/api/runs/{run_id}/cancel",
+        "/api/conversations",
+        "/api/conversations/{id}",
+        "/api/conversations/{id}/messages",
+        "/api/documents",
+        "/api/documents/{id}",
+        "/api/documents/prune",
+        "/api/tools",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not in the document");
+    }
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "ChatRequest",
+        "ChatEvent",
+        "ErrorBody",
+        "Message",
+        "WireEvent",
+    ] {
+        assert!(schemas.contains_key(schema), "no {schema} schema");
+    }
+    let events = &paths["/api/runs/{run_id}/events"]["get"]["responses"]["200"]["content"];
+    assert!(events.get("text/event-stream").is_some(), "{events}");
+
+    // Property-based requests against the live server (schemathesis): no 5xx, and
+    // every response as documented (stream events included).
+    tokio::task::spawn_blocking(setup).await.unwrap();
+    let program = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../sdk/.venv-schemathesis/bin/schemathesis");
+    let run = tokio::process::Command::new(program)
+        .args([
+            "run",
+            &app.url("/openapi.json"),
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "--max-examples",
+            "15",
+            "--seed",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(300), run)
+        .await
+        .expect("schemathesis finished in time")
+        .expect("schemathesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
+#[allow(unused_imports)]
+use tidewire_protocol::api::ErrorBody;
 use tidewire_protocol::api::{ChatRequest, ChatResponse};
 
 use super::error::ApiError;
@@ -20,6 +22,25 @@ use crate::retrieval::{DEFAULT_COLLECTION, Scope};
 /// The longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
 
+#[utoipa::path(
+    post, path = "/api/chat", tag = "chat",
+    request_body = ChatRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and request give the same run")),
+    responses(
+        (status = 200, description = "The run's events as a stream (`text/event-stream`, see the `ChatEvent` schema for each event's data), or, with `stream: false`, the whole answer", content(
+            (crate::api::openapi::WireEvent = "text/event-stream"),
+            (ChatResponse = "application/json"),
+        )),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 413, description = "Too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid option", body = ErrorBody),
+        (status = 429, description = "Over a per-user limit", body = ErrorBody),
+        (status = 503, description = "At capacity or shutting down", body = ErrorBody),
+    )
+)]
 /// `POST /api/chat`.
 pub async fn chat(
     State(state): State<AppState>,

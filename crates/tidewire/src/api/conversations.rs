@@ -5,6 +5,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+#[allow(unused_imports)]
+use tidewire_protocol::api::ErrorBody;
 use tidewire_protocol::api::{Conversation, ConversationList, Message, MessageList};
 
 use super::AppState;
@@ -21,6 +23,15 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get, path = "/api/conversations", tag = "conversations",
+    params(("limit" = Option<u32>, Query, description = "At most this many (1 to 200)")),
+    responses(
+        (status = 200, description = "The caller's conversations, most recent first", body = ConversationList),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    )
+)]
 /// `GET /api/conversations`: the most recently updated first.
 pub async fn list(
     State(state): State<AppState>,
@@ -45,6 +56,16 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/conversations/{id}/messages", tag = "conversations",
+    params(("id" = String, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "Its messages, oldest first", body = MessageList),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+    )
+)]
 /// `GET /api/conversations/{id}/messages`: oldest first.
 pub async fn messages(
     State(state): State<AppState>,
@@ -61,6 +82,16 @@ pub async fn messages(
     }
 }
 
+#[utoipa::path(
+    delete, path = "/api/conversations/{id}", tag = "conversations",
+    params(("id" = String, Path, description = "The conversation's id")),
+    responses(
+        (status = 204, description = "Deleted (its running answers cancelled)"),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+    )
+)]
 /// `DELETE /api/conversations/{id}`: stops and forgets its runs and deletes it with
 /// its messages: from then on, every route answers 404 for them.
 pub async fn delete(

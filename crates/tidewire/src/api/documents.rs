@@ -16,6 +16,8 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+#[allow(unused_imports)]
+use tidewire_protocol::api::ErrorBody;
 use tidewire_protocol::documents::{
     Document, DocumentList, IngestResponse, IngestStatus, Ingested, PruneRequest, PruneResponse,
     TextDocument,
@@ -31,6 +33,19 @@ use crate::store::DocumentRecord;
 /// The collection of a request that names none.
 const DEFAULT_COLLECTION: &str = "default";
 
+#[utoipa::path(
+    post, path = "/api/documents", tag = "documents",
+    request_body(content((TextDocument = "application/json"), (String = "multipart/form-data")), description = "A text document as JSON, or files as `file` parts (with optional `collection` and `source` fields)"),
+    responses(
+        (status = 200, description = "Nothing new: every document was unchanged", body = IngestResponse),
+        (status = 201, description = "Ingested", body = IngestResponse),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 413, description = "Too large", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
+        (status = 422, description = "A document that cannot be read", body = ErrorBody),
+    )
+)]
 /// `POST /api/documents`: `multipart/form-data` with `file` parts (and optional
 /// `collection` and `source` fields, a `source` going with the `file` after it),
 /// or a JSON [`TextDocument`].
@@ -106,6 +121,15 @@ pub struct ListQuery {
     collection: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/api/documents", tag = "documents",
+    params(("collection" = Option<String>, Query, description = "Only this collection")),
+    responses(
+        (status = 200, description = "The documents", body = DocumentList),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    )
+)]
 /// `GET /api/documents`: every document, or those of `?collection=`.
 pub async fn list(
     State(state): State<AppState>,
@@ -126,6 +150,16 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The document", body = Document),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+    )
+)]
 /// `GET /api/documents/{id}`: one document.
 pub async fn get(
     State(state): State<AppState>,
@@ -140,6 +174,16 @@ pub async fn get(
     }
 }
 
+#[utoipa::path(
+    delete, path = "/api/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+    )
+)]
 /// `DELETE /api/documents/{id}`: the document and its chunks.
 pub async fn delete(
     State(state): State<AppState>,
@@ -162,6 +206,17 @@ fn not_found(id: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(
+    post, path = "/api/documents/prune", tag = "documents",
+    request_body = PruneRequest,
+    responses(
+        (status = 200, description = "The documents removed", body = PruneResponse),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid request", body = ErrorBody),
+    )
+)]
 /// `POST /api/documents/prune`: deletes the file documents of a collection whose
 /// source is under one of `roots` but not in `present`.
 pub async fn prune(

@@ -14,11 +14,22 @@ use super::AppState;
 /// How long a readiness check waits for a model server's TCP handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process answers: `{status, active_runs}`", body = serde_json::Value))
+)]
 /// `GET /healthz`.
 pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"status": "ok", "active_runs": state.hub.active_runs()}))
 }
 
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `{status, store, default_model, models, mcp_servers}`", body = serde_json::Value),
+        (status = 503, description = "Not ready, or draining: the same body says what is failing", body = serde_json::Value),
+    )
+)]
 /// `GET /readyz`: 200 when ready, else 503; the body says what is failing. The
 /// store and the default model decide; other models and MCP servers are reported.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {

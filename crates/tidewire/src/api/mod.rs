@@ -15,6 +15,7 @@ mod health;
 pub mod native;
 mod observe;
 pub mod openai;
+pub mod openapi;
 mod runs;
 pub mod sse;
 mod tools;
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(observe::metrics))
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

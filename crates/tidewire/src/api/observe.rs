@@ -13,7 +13,16 @@ use tokio::time::Instant;
 
 use super::AppState;
 use crate::metrics::RequestLabel;
+#[allow(unused_imports)]
+use tidewire_protocol::api::ErrorBody;
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus metrics (OpenMetrics text)", content((String = "application/openmetrics-text"))),
+        (status = 404, description = "Metrics are off", body = ErrorBody),
+    )
+)]
 /// `GET /metrics`: every metric, in Prometheus' text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.hub.pipeline().metrics();

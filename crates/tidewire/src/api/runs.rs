@@ -10,6 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+#[allow(unused_imports)]
+use tidewire_protocol::api::ErrorBody;
 use tidewire_protocol::api::RunView;
 
 use super::error::ApiError;
@@ -29,6 +31,16 @@ pub struct EventsQuery {
     access_token: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/api/runs/{run_id}", tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run's state", body = RunView),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    )
+)]
 /// `GET /api/runs/{run_id}`.
 pub async fn get_run(
     State(state): State<AppState>,
@@ -54,6 +66,22 @@ pub fn view(run: &Run) -> RunView {
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/runs/{run_id}/events", tag = "runs",
+    params(
+        ("run_id" = String, Path, description = "The run's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Only the events after this one"),
+        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+        ("access_token" = Option<String>, Query, description = "The token of the run's `events_url`"),
+    ),
+    responses(
+        (status = 200, description = "The run's events after `Last-Event-ID`, then live until `done` (`text/event-stream`; see `ChatEvent`)", content((crate::api::openapi::WireEvent = "text/event-stream"))),
+        (status = 204, description = "Nothing after `Last-Event-ID`: the run is finished"),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    )
+)]
 /// `GET /api/runs/{run_id}/events`: the events after `Last-Event-ID`, then live.
 /// A client that already has the last event of a finished run gets 204 No Content,
 /// which tells a browser's `EventSource` to stop reconnecting.
@@ -108,6 +136,16 @@ pub async fn run_events(
     Ok(sse_response(version, body))
 }
 
+#[utoipa::path(
+    post, path = "/api/runs/{run_id}/cancel", tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "Cancelled (or already finished): the run's state", body = RunView),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    )
+)]
 /// `POST /api/runs/{run_id}/cancel`: stops the run and answers with its final state.
 /// Cancelling a finished run changes nothing.
 pub async fn cancel_run(

@@ -8,9 +8,11 @@ use serde::Serialize;
 use super::AppState;
 use crate::auth::Caller;
 use crate::tools::ServerStatus;
+#[allow(unused_imports)]
+use tidewire_protocol::api::ErrorBody;
 
 /// One tool, as models see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolView {
     /// Its name.
     pub name: String,
@@ -21,7 +23,7 @@ pub struct ToolView {
 }
 
 /// The answer of `GET /api/tools`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolList {
     /// The tools offered now, by name.
     pub tools: Vec<ToolView>,
@@ -31,6 +33,13 @@ pub struct ToolList {
     pub max_rounds: u32,
 }
 
+#[utoipa::path(
+    get, path = "/api/tools", tag = "tools",
+    responses(
+        (status = 200, description = "The tools on offer and the MCP servers", body = ToolList),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    )
+)]
 /// Lists the tools.
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Json<ToolList> {
     let toolbox = state.hub.pipeline().tools();

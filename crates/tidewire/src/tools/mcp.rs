@@ -36,7 +36,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
 
 /// Where a server is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerState {
     /// Being started (or reached) and listed.
@@ -50,7 +50,7 @@ pub enum ServerState {
 }
 
 /// The state of one MCP server, for `GET /api/tools` and the logs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ServerStatus {
     /// Its configured name.
     pub name: String,

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 pub use http::HttpTool;
-pub use mcp::{McpServers, ServerStatus};
+pub use mcp::{McpServers, ServerState, ServerStatus};
 pub use search::{SEARCH_DOCUMENTS, SearchDocuments};
 
 use crate::config::ToolsConfig;
