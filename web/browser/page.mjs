@@ -13,6 +13,8 @@ import { chromium } from 'playwright-core';
 const PACED = process.env.TIDEWIRE_URL;
 const SCRIPTED = process.env.TIDEWIRE_SCRIPTED_URL;
 const ARTIFACTS = process.env.TIDEWIRE_ARTIFACTS || 'artifacts';
+const GUARDED = process.env.TIDEWIRE_AUTH_URL;
+const KEY = process.env.TIDEWIRE_AUTH_KEY;
 mkdirSync(ARTIFACTS, { recursive: true });
 
 function check(condition, what, detail = '') {
@@ -212,6 +214,24 @@ try {
     'the markup shows as text',
   );
   await scripted.screenshot({ path: join(ARTIFACTS, 'markdown-and-follow-ups.png'), fullPage: true });
+
+  // --- Authentication on: the page asks for a key, keeps it, and uses it ---------
+  const guarded = await context.newPage();
+  guarded.on('pageerror', (error) => errors.push(String(error)));
+  await guarded.goto(GUARDED);
+  await guarded.locator('#key-dialog[open]').waitFor({ timeout: 10_000 });
+  check(true, 'without a key the page asks for one');
+  await guarded.locator('#key-input').fill(KEY);
+  await guarded.locator('#key-form button[value="save"]').click();
+  await send(guarded, 'Am I let in?');
+  await answered(guarded);
+  const status = await guarded.locator('article.assistant .status-tag').count();
+  check(status === 0 && (await lastAnswer(guarded)).length > 0, 'with the key the answer comes');
+  check((await guarded.locator('#conversations li').count()) === 1, 'and the conversation is listed');
+  check(
+    (await guarded.evaluate(() => localStorage.getItem('tidewire.token'))) === KEY,
+    'the key is kept in the browser',
+  );
 
   check(errors.length === 0, 'no script errors on the pages', errors.join('\n'));
   console.log('all checks passed');

@@ -94,7 +94,7 @@ async fn the_openai_python_sdk_uses_responses_with_resume_and_cancel() {
 }
 
 #[tokio::test]
-async fn the_openai_python_sdk_calls_its_own_tools() {
+async fn the_openai_sdks_call_their_own_tools() {
     let model = ScriptedModel::start(|body, _| {
         let last = body["messages"].as_array().unwrap().last().unwrap().clone();
         if last["role"] == "tool" {
@@ -114,6 +114,7 @@ async fn the_openai_python_sdk_calls_its_own_tools() {
     })
     .await;
     run_client(&app, "python", "python/tools.py").await;
+    run_client(&app, "node", "js/tools.mjs").await;
     // tool_choice reached the model as the client gave it.
     assert_eq!(
         model.requests()[0]["tool_choice"],

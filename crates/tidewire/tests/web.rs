@@ -13,7 +13,9 @@ use std::time::Duration;
 use support::scripted::{Reply, ScriptedModel, call};
 use support::upstream::backend;
 use support::{spawn_app, spawn_app_with};
+use tidewire::auth::new_key;
 use tidewire::config::{BackendKind, HttpToolConfig, PipelineConfig};
+use tidewire::store::ApiKeys;
 
 fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
@@ -164,12 +166,25 @@ async fn the_chat_page_works_in_a_real_browser() {
         });
     })
     .await;
+    // Authentication on: the page asks for an API key.
+    let guarded = spawn_app_with(|config| {
+        config.auth.api_keys = true;
+        config.default_tokens_per_second = 0.0;
+    })
+    .await;
+    let keys = ApiKeys::open(guarded.data_dir.path()).await.unwrap();
+    let made = new_key().unwrap();
+    keys.create("page-user", "page", &made.hash, &made.prefix, None)
+        .await
+        .unwrap();
     let artifacts = web_dir().join("artifacts");
     let out = node(
         &["browser/page.mjs"],
         &[
             ("TIDEWIRE_URL", paced.base.clone()),
             ("TIDEWIRE_SCRIPTED_URL", scripted.base.clone()),
+            ("TIDEWIRE_AUTH_URL", guarded.base.clone()),
+            ("TIDEWIRE_AUTH_KEY", made.key.clone()),
             ("TIDEWIRE_ARTIFACTS", artifacts.display().to_string()),
         ],
         Duration::from_secs(240),
