@@ -48,6 +48,10 @@ pub struct Config {
     /// How log lines are written: `text` for people, `json` (one object a line,
     /// with the request's and the run's ids) for log collectors.
     pub log_format: LogFormat,
+    /// An OpenTelemetry collector's OTLP/HTTP traces URL
+    /// (`http://127.0.0.1:4318/v1/traces`): spans of requests and runs go there
+    /// (a `tidewire` built with the `otel` feature).
+    pub otlp_endpoint: Option<String>,
     /// Idle time after which a stream gets a keepalive comment.
     #[serde(with = "duration")]
     pub keepalive: Duration,
@@ -445,6 +449,7 @@ impl Default for Config {
             data_dir: PathBuf::from("tidewire-data"),
             log: "info".into(),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             keepalive: Duration::from_secs(15),
             retry: Duration::from_secs(1),
             retention: Duration::from_secs(600),

@@ -11,6 +11,9 @@ use serde::{Serialize, Serializer};
 use tidewire::config::figment::providers::Serialized;
 use tidewire::config::{Config, ExposeSecret, LogFormat, Secret};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Shown after the options of `serve` and `config`.
 pub const ENVIRONMENT_HELP: &str = "Every option but --config can also be set in the \
@@ -42,6 +45,11 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<String>,
+    /// Send spans to this OpenTelemetry collector (OTLP/HTTP traces URL); needs a
+    /// build with the `otel` feature.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otlp_endpoint: Option<String>,
     /// Keepalive comment interval on idle streams [default: 15s].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,18 +174,22 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             config.log
         )
     })?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    let traces = Traces::start(config.otlp_endpoint.as_deref())?;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
         // Each line has its spans' fields: the request id, the run id.
         LogFormat::Json => logs
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces.layer())
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -189,6 +201,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tidewire::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
+    traces.shutdown();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -239,5 +252,76 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("received SIGINT"),
         () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Spans sent to an OpenTelemetry collector, when configured.
+struct Traces {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Traces {
+    /// Starts the export to `endpoint` (OTLP over HTTP, batched on a thread of its
+    /// own); nothing without an endpoint.
+    #[cfg(feature = "otel")]
+    fn start(endpoint: Option<&str>) -> anyhow::Result<Self> {
+        use opentelemetry_otlp::WithExportConfig;
+        let Some(endpoint) = endpoint else {
+            return Ok(Self { provider: None });
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .build()
+            .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("tidewire")
+            .build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        Ok(Self {
+            provider: Some(provider),
+        })
+    }
+
+    #[cfg(not(feature = "otel"))]
+    fn start(endpoint: Option<&str>) -> anyhow::Result<Self> {
+        match endpoint {
+            None => Ok(Self {}),
+            Some(_) => anyhow::bail!(
+                "otlp_endpoint is set, but this tidewire was built without OpenTelemetry: \
+                 install it with `cargo install --path crates/tidewire-cli --locked --features otel`"
+            ),
+        }
+    }
+
+    /// The layer that turns spans into OpenTelemetry spans, if exporting.
+    fn layer<S>(&self) -> Option<Box<dyn Layer<S> + Send + Sync>>
+    where
+        S: tracing::Subscriber
+            + for<'span> tracing_subscriber::registry::LookupSpan<'span>
+            + Send
+            + Sync,
+    {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = &self.provider {
+            use opentelemetry::trace::TracerProvider;
+            let tracer = provider.tracer("tidewire");
+            return Some(tracing_opentelemetry::layer().with_tracer(tracer).boxed());
+        }
+        None
+    }
+
+    /// Sends what is batched, then stops.
+    fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("tidewire: sending the last spans failed: {error}");
+        }
     }
 }
