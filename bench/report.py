@@ -81,6 +81,22 @@ def machine():
     }
 
 
+def metrics_ratio(results):
+    """Burst events/s with metrics on, in % of off, from bench/metrics.sh's table."""
+    try:
+        text = open(os.path.join(results, "metrics.md")).read()
+    except OSError:
+        return None
+    marker = "With metrics on: "
+    at = text.find(marker)
+    if at < 0:
+        return None
+    try:
+        return float(text[at + len(marker):].split()[0])
+    except ValueError:
+        return None
+
+
 def retrieval_p99(results):
     """(chunks, search p99 in ms) of the largest corpus the retrieval benchmark searched."""
     path = os.path.join(results, "retrieval.md")
@@ -191,6 +207,9 @@ def write_report(results, out, quick):
     if otu and oul:
         x = oul["overhead_p50_ms"] / otu["overhead_p50_ms"]
         add(f"| time added before the first token vs LiteLLM's, p50 | a tenth or less (aim) | a {x:,.0f}th | {met(x >= 10)} |")
+    ratio = metrics_ratio(results)
+    if ratio is not None:
+        add(f"| burst events/s with metrics on vs off | within 3 % (aim) | {ratio:.1f} % | {met(abs(ratio - 100) <= 3 or ratio > 100)} |")
     search = retrieval_p99(results)
     if search:
         chunks, p99 = search
