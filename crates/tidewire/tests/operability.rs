@@ -200,30 +200,6 @@ async fn metrics_count_refused_requests_and_can_be_switched_off() {
     assert_eq!(response.status(), 404);
 }
 
-/// Installs the SDKs and schemathesis (`sdk/setup.sh`) once per test process.
-fn setup() {
-    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let done = DONE.get_or_init(|| {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/setup.sh");
-        let output = std::process::Command::new("bash")
-            .arg(script)
-            .output()
-            .map_err(|error| format!("cannot run sdk/setup.sh: {error}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "sdk/setup.sh failed:\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
-    if let Err(error) = done {
-        panic!("{error}");
-    }
-}
-
 #[tokio::test]
 async fn the_openapi_document_covers_the_api_and_the_live_server_keeps_to_it() {
     let app = spawn_app().await;
@@ -264,7 +240,9 @@ async fn the_openapi_document_covers_the_api_and_the_live_server_keeps_to_it() {
 
     // Property-based requests against the live server (schemathesis): no 5xx, and
     // every response as documented (stream events included).
-    tokio::task::spawn_blocking(setup).await.unwrap();
+    tokio::task::spawn_blocking(|| support::run_setup("sdk/setup.sh"))
+        .await
+        .unwrap();
     let program = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../sdk/.venv-schemathesis/bin/schemathesis");
     let run = tokio::process::Command::new(program)

@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,33 +21,12 @@ fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
 }
 
-/// Installs the SDKs once per test process.
-fn setup() {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    let done = DONE.get_or_init(|| {
-        let output = std::process::Command::new("bash")
-            .arg(sdk_dir().join("setup.sh"))
-            .output()
-            .map_err(|error| format!("cannot run sdk/setup.sh: {error}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "sdk/setup.sh failed:\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
-    if let Err(error) = done {
-        panic!("{error}");
-    }
-}
-
 /// Runs `program script` in `sdk/` against `app`, and fails with its output if it
 /// fails.
 async fn run_client(app: &TestApp, program: &str, script: &str) {
-    tokio::task::spawn_blocking(setup).await.unwrap();
+    tokio::task::spawn_blocking(|| support::run_setup("sdk/setup.sh"))
+        .await
+        .unwrap();
     let dir = sdk_dir();
     let program = if program == "python" {
         dir.join(".venv/bin/python")

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::scripted::{Reply, ScriptedModel, call};
@@ -19,29 +18,6 @@ use tidewire::store::ApiKeys;
 
 fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
-}
-
-/// Installs Chromium and playwright-core once per test process.
-fn setup() {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    let done = DONE.get_or_init(|| {
-        let output = std::process::Command::new("bash")
-            .arg(web_dir().join("setup.sh"))
-            .output()
-            .map_err(|error| format!("cannot run web/setup.sh: {error}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "web/setup.sh failed:\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
-    if let Err(error) = done {
-        panic!("{error}");
-    }
 }
 
 /// Runs `node args...` in `web/` with `env`, and fails with its output if it fails.
@@ -131,7 +107,9 @@ async fn page_model() -> ScriptedModel {
 
 #[tokio::test]
 async fn the_chat_page_works_in_a_real_browser() {
-    tokio::task::spawn_blocking(setup).await.unwrap();
+    tokio::task::spawn_blocking(|| support::run_setup("web/setup.sh"))
+        .await
+        .unwrap();
     // Slow enough answers (60 tokens at 15 a second) to reload, cut and stop them.
     let paced = spawn_app_with(|config| {
         config.default_tokens_per_second = 15.0;

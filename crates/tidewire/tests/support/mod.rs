@@ -26,6 +26,41 @@ pub struct TestApp {
     pub handle: JoinHandle<Result<(), tidewire::ServeError>>,
 }
 
+/// Runs a setup script of the repository (`sdk/setup.sh`, `web/setup.sh`: they
+/// install what a test drives) once per test process, one at a time; panics with
+/// its output if it fails.
+pub fn run_setup(script: &str) {
+    static DONE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Result<(), String>>>,
+    > = std::sync::OnceLock::new();
+    let mut done = DONE.get_or_init(Default::default).lock().unwrap();
+    let result = done
+        .entry(script.to_owned())
+        .or_insert_with(|| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(script);
+            let output = std::process::Command::new("bash")
+                .arg(&path)
+                .output()
+                .map_err(|error| format!("cannot run {script}: {error}"))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{script} failed:\n{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ))
+            }
+        })
+        .clone();
+    drop(done);
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+}
+
 /// The server with the default configuration.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
