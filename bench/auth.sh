@@ -22,22 +22,7 @@ cargo build --release --quiet -p tidewire-cli
 TW="$ROOT/target/release/tidewire"
 SECRET="bench secret for HS256, not a real one"
 
-PID=
-stop() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true; PID=; }
-trap stop EXIT INT TERM
-
-# start DATA_DIR CONFIG_FILE
-start() {
-    TIDEWIRE_DEFAULT_TOKENS_PER_SECOND=0 "$TW" serve --addr "127.0.0.1:$TW_PORT" --data-dir "$1" \
-        --log warn --config "$2" >"$RESULTS/auth-tidewire.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$TW_PORT/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "tidewire did not start" >&2
-    return 1
-}
+. "$ROOT/bench/server.sh"
 
 printf '[llm]\ndefault = "synthetic"\n\n[pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n' \
     >"$RESULTS/auth-config.toml"
@@ -60,10 +45,10 @@ PY
 for round in $(seq 1 "$ROUNDS"); do
     for mode in none key jwt; do
         if [ "$mode" = none ]; then
-            start "$OFF" "$RESULTS/auth-config.toml"
+            start auth "$OFF" "$RESULTS/auth-config.toml"
             header=()
         else
-            start "$ON" "$RESULTS/auth-config-both.toml"
+            start auth "$ON" "$RESULTS/auth-config-both.toml"
             if [ "$mode" = key ]; then header=(--header "Authorization: Bearer $KEY"); else header=(--header "Authorization: Bearer $JWT"); fi
         fi
         log "round $round: $mode"

@@ -20,22 +20,7 @@ log() { echo "== $*" >&2; }
 cargo build --release --quiet -p tidewire-cli
 TW="$ROOT/target/release/tidewire"
 
-PID=
-stop() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true; PID=; }
-trap stop EXIT INT TERM
-
-# start DATA_DIR CONFIG_FILE
-start() {
-    TIDEWIRE_DEFAULT_TOKENS_PER_SECOND=0 "$TW" serve --addr "127.0.0.1:$TW_PORT" --data-dir "$1" \
-        --log warn --config "$2" >"$RESULTS/metrics-tidewire.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$TW_PORT/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "tidewire did not start" >&2
-    return 1
-}
+. "$ROOT/bench/server.sh"
 
 BASE='[llm]\ndefault = "synthetic"\n\n[pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n'
 printf "$BASE" >"$RESULTS/metrics-config-on.toml"
@@ -44,7 +29,7 @@ printf "$BASE\n[metrics]\nenabled = false\n" >"$RESULTS/metrics-config-off.toml"
 for round in $(seq 1 "$ROUNDS"); do
     for mode in on off; do
         data=$(mktemp -d)
-        start "$data" "$RESULTS/metrics-config-$mode.toml"
+        start metrics "$data" "$RESULTS/metrics-config-$mode.toml"
         log "round $round: metrics $mode"
         "$TW" bench burst --url "http://127.0.0.1:$TW_PORT/api/chat" "${BURST[@]}" \
             --server-pid "$PID" --json 2>"$RESULTS/metrics-$mode-$round.stderr" \
