@@ -125,6 +125,62 @@ pub struct Config {
     pub tools: ToolsConfig,
     /// Prometheus metrics at `/metrics` (TOML only: the `[metrics]` table).
     pub metrics: MetricsConfig,
+    /// A Redis (`redis://host:6379`) for the run log: runs become visible to every
+    /// node sharing it. Unset, runs live in this process only.
+    pub redis_url: Option<Secret>,
+    /// A PostgreSQL (`postgres://user@host/db`) for the store, instead of the SQLite
+    /// file in the data directory.
+    pub postgres_url: Option<Secret>,
+    /// How nodes sharing a Redis and a PostgreSQL work together (TOML only: the
+    /// `[cluster]` table).
+    pub cluster: ClusterSettings,
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This node's name [default: host name and process id].
+    pub node_id: Option<String>,
+    /// How long a node's runs outlive it: a node that stops renewing its leases for
+    /// this long has its runs ended as `interrupted` by another node.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// The prefix of tidewire's keys in Redis (several deployments can share one).
+    pub redis_prefix: String,
+    /// The PostgreSQL schema of tidewire's tables [default: the connection's own,
+    /// usually `public`].
+    pub postgres_schema: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            lease: Duration::from_secs(5),
+            redis_prefix: "tidewire:".into(),
+            postgres_schema: None,
+        }
+    }
+}
+
+impl ClusterSettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.lease < Duration::from_millis(300) {
+            return Err("cluster.lease must be at least 300ms".into());
+        }
+        if let Some(schema) = &self.postgres_schema
+            && (schema.is_empty()
+                || !schema
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+        {
+            return Err(format!(
+                "cluster.postgres_schema {schema:?} must be lowercase letters, digits and _"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `[metrics]` table.
@@ -479,6 +535,9 @@ impl Default for Config {
             documents: DocumentsConfig::default(),
             tools: ToolsConfig::default(),
             metrics: MetricsConfig::default(),
+            redis_url: None,
+            postgres_url: None,
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -742,6 +801,20 @@ impl Config {
         }
         self.documents.validate().map_err(ConfigError::Invalid)?;
         self.tools.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
+        if let Some(url) = &self.redis_url
+            && !url.expose_secret().starts_with("redis://")
+        {
+            return invalid("redis_url must start with redis:// (redis://127.0.0.1:6379)");
+        }
+        if let Some(url) = &self.postgres_url
+            && !(url.expose_secret().starts_with("postgres://")
+                || url.expose_secret().starts_with("postgresql://"))
+        {
+            return invalid(
+                "postgres_url must start with postgres:// (postgres://user@127.0.0.1:5432/db)",
+            );
+        }
         match (&self.llm_url, &self.llm_model) {
             (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                 return Err(ConfigError::Invalid(format!(

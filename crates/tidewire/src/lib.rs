@@ -33,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 pub use api::AppState;
 pub use config::Config;
 
-use crate::hub::{Hub, HubConfig};
+use crate::config::ExposeSecret;
+use crate::hub::{Cluster, ClusterConfig, Hub, HubConfig, LogError, RedisLog};
 use crate::llm::Backends;
 use crate::pipeline::{HistoryLimits, Pipeline, PipelineSettings, Stages};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -48,6 +49,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shared run log could not be reached.
+    #[error("cannot reach the run log's Redis: {0}")]
+    RunLog(#[from] LogError),
     /// The documents' index could not be opened.
     #[error(transparent)]
     Documents(#[from] retrieval::LibraryError),
@@ -68,20 +72,43 @@ pub enum ServeError {
 /// Opens the store (marking answers a crash left `streaming` as `interrupted`) and
 /// builds the state the handlers share.
 pub async fn open(config: Config) -> Result<AppState, ServeError> {
-    let store = SqliteStore::open(&config.data_dir).await?;
-    let interrupted = store.interrupt_streaming().await?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "answers left streaming by an earlier stop are now interrupted"
-        );
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+    let cluster = match &config.redis_url {
+        Some(url) => {
+            let log = RedisLog::connect(
+                url.expose_secret(),
+                &config.cluster.redis_prefix,
+                config.retention,
+            )
+            .await?;
+            let node_id = config.cluster.node_id.clone().unwrap_or_else(node_name);
+            tracing::info!(node_id, "sharing runs through Redis");
+            Some(Arc::new(Cluster::new(
+                log,
+                ClusterConfig {
+                    node_id,
+                    lease: config.cluster.lease,
+                },
+            )))
+        }
+        None => None,
+    };
+    if cluster.is_none() {
+        // Alone, no run can be live at start. Among nodes, other nodes' runs are;
+        // answers no node holds are found by the cluster's sweep instead.
+        let interrupted = store.interrupt_streaming().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "answers left streaming by an earlier stop are now interrupted"
+            );
+        }
     }
     let metrics = metrics::Metrics::new(config.metrics.enabled);
     let backends = Backends::from_config(&config)
         .map_err(|error| ServeError::Backend(error.to_string()))?
         .with_metrics(Arc::clone(&metrics));
     tracing::info!(default = backends.default_name(), "model backends ready");
-    let store: Arc<dyn Store> = Arc::new(store);
     let documents = retrieval::Library::open(
         &config.data_dir,
         Arc::clone(&store),
@@ -122,7 +149,7 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
             default_tokens_per_second: config.default_tokens_per_second,
         },
     );
-    let hub = Hub::new(
+    let hub = Hub::clustered(
         HubConfig {
             max_concurrent_runs: config.max_concurrent_runs,
             retention: config.retention,
@@ -134,6 +161,7 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         },
         Arc::clone(&store),
         Arc::new(pipeline),
+        cluster,
     );
     let auth = auth::Auth::new(&config.auth, Arc::clone(&store))
         .map_err(|error| ServeError::Auth(error.to_string()))?;
@@ -146,6 +174,17 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         auth: Arc::new(auth),
         limits: Arc::new(limits),
     })
+}
+
+/// A node's default name: its host's name and its process id.
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// The router of the whole server.

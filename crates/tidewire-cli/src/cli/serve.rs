@@ -144,6 +144,22 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     system_prompt: Option<String>,
+    /// A Redis for the run log, shared by every node (redis://127.0.0.1:6379)
+    /// [default: none: runs live in this process].
+    #[arg(long)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_to_the_config"
+    )]
+    redis_url: Option<Secret>,
+    /// A PostgreSQL for the store (postgres://user@127.0.0.1:5432/db) [default: none:
+    /// SQLite in the data directory].
+    #[arg(long)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_to_the_config"
+    )]
+    postgres_url: Option<Secret>,
 }
 
 /// Hands the key itself to the configuration (a `Secret` serializes as `<redacted>`).

@@ -84,7 +84,7 @@ pub async fn chat(
         })
         .into_response());
     }
-    let subscription = subscribe_after(&run, resume_after, state.native())?;
+    let subscription = subscribe_after(&run, resume_after, state.native()).await?;
     let body = Body::from_stream(event_stream(subscription, state.stream_settings()));
     Ok(sse_response(version, body))
 }

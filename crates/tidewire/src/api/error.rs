@@ -95,9 +95,23 @@ impl From<StoreError> for ApiError {
                 "shutting_down",
                 "the server is shutting down",
             ),
+            StoreError::Database(ref cause) if unreachable(cause) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the database cannot be reached ({error}); try again shortly"),
+            )
+            .retry_after(2),
             other => Self::internal(&other),
         }
     }
+}
+
+/// Whether a database error means the database is away (rather than a bug).
+fn unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
 }
 
 impl From<StartError> for ApiError {
@@ -119,6 +133,12 @@ impl From<StartError> for ApiError {
                 Self::unprocessable("idempotency_key_reused", error.to_string())
             }
             StartError::Store(error) => error.into(),
+            StartError::LogUnavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "run_log_unavailable",
+                error.to_string(),
+            )
+            .retry_after(2),
             StartError::Internal => Self::internal(&error),
         }
     }

@@ -1,6 +1,7 @@
 //! Health: `/healthz` says the process answers (cheap, for liveness probes);
 //! `/readyz` says whether it can serve (for load balancers): the store answers,
-//! the default model's server accepts connections, and the server is not draining.
+//! the shared run log answers (among nodes), the default model's server accepts
+//! connections, and the server is not draining.
 
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready: `{status, store, default_model, models, mcp_servers}`", body = serde_json::Value),
+        (status = 200, description = "Ready: `{status, store, run_log, default_model, models, mcp_servers}`", body = serde_json::Value),
         (status = 503, description = "Not ready, or draining: the same body says what is failing", body = serde_json::Value),
     )
 )]
@@ -37,6 +38,20 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Ok(Ok(())) => json!({"status": "ok"}),
         Ok(Err(error)) => json!({"status": "failing", "error": error.to_string()}),
         Err(_) => json!({"status": "failing", "error": "no answer within 2s"}),
+    };
+    let run_log = match state.hub.cluster() {
+        None => json!({"status": "ok", "kind": "in-process"}),
+        Some(cluster) => {
+            match tokio::time::timeout(Duration::from_secs(2), cluster.log().ping()).await {
+                Ok(Ok(())) => json!({"status": "ok", "kind": "redis"}),
+                Ok(Err(error)) => {
+                    json!({"status": "failing", "kind": "redis", "error": error.to_string()})
+                }
+                Err(_) => {
+                    json!({"status": "failing", "kind": "redis", "error": "no answer within 2s"})
+                }
+            }
+        }
     };
     let pipeline = state.hub.pipeline();
     let backends = pipeline.backends();
@@ -59,10 +74,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let default_down = models
         .get(&default)
         .is_some_and(|model| model["status"] != "ok");
-    let ready = store["status"] == "ok" && !default_down && !draining;
+    let ready = store["status"] == "ok" && run_log["status"] == "ok" && !default_down && !draining;
     let body = json!({
         "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
         "store": store,
+        "run_log": run_log,
         "default_model": default,
         "models": models,
         "mcp_servers": pipeline.tools().servers(),

@@ -19,10 +19,13 @@ use super::native::events_url;
 use super::sse::{event_stream, sse_response};
 use super::{AppState, Refusal};
 use crate::auth::{AuthError, Caller};
-use crate::hub::{CancelReason, Run, Subscription, WireFormat};
+use crate::hub::{CancelReason, LogError, Run, Subscription, WireFormat};
 
 /// How long `POST .../cancel` waits for the run to store its partial answer.
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a cursor ahead of a mirrored run waits for the shared log to reach it.
+const AHEAD_WAIT: Duration = Duration::from_secs(5);
 
 /// `?last_event_id=` and `?access_token=` of `GET /api/runs/{id}/events`.
 #[derive(Debug, Deserialize)]
@@ -105,7 +108,10 @@ pub async fn run_events(
             let Path(run_id) = path.map_err(|rejection| {
                 ApiError::bad_request("invalid_path", rejection.body_text()).into_response()
             })?;
-            match state.hub.get(&run_id) {
+            match lookup(&state, &run_id)
+                .await
+                .map_err(IntoResponse::into_response)?
+            {
                 Some(run)
                     if state
                         .auth
@@ -130,8 +136,9 @@ pub async fn run_events(
     if after > 0 && after == run.len() && run.is_finished() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let subscription =
-        subscribe_after(&run, after, state.native()).map_err(IntoResponse::into_response)?;
+    let subscription = subscribe_after(&run, after, state.native())
+        .await
+        .map_err(IntoResponse::into_response)?;
     let body = Body::from_stream(event_stream(subscription, state.stream_settings()));
     Ok(sse_response(version, body))
 }
@@ -155,7 +162,11 @@ pub async fn cancel_run(
 ) -> Result<Json<RunView>, ApiError> {
     let run = find(&state, path, &caller.user_id).await?;
     if !run.is_finished() {
-        run.cancel(CancelReason::Requested);
+        state
+            .hub
+            .cancel(&run, CancelReason::Requested)
+            .await
+            .map_err(log_unavailable)?;
         let finished = run.finished();
         if tokio::time::timeout(CANCEL_WAIT, finished).await.is_err() {
             tracing::warn!(
@@ -165,6 +176,21 @@ pub async fn cancel_run(
         }
     }
     Ok(Json(view(&run)))
+}
+
+/// A run held here or, among nodes, by another node.
+pub async fn lookup(state: &AppState, run_id: &str) -> Result<Option<Arc<Run>>, ApiError> {
+    state.hub.find(run_id).await.map_err(log_unavailable)
+}
+
+/// The answer when the shared run log cannot be reached.
+pub fn log_unavailable(error: LogError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "run_log_unavailable",
+        format!("the shared run log cannot be reached ({error}); try again shortly"),
+    )
+    .retry_after(2)
 }
 
 /// The cursor a client asks for: the `Last-Event-ID` header (which an `EventSource`
@@ -190,11 +216,16 @@ pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<usize, 
 
 /// A subscription after the first `after` events, refusing a cursor the run never
 /// reached.
-pub fn subscribe_after(
+pub async fn subscribe_after(
     run: &Arc<Run>,
     after: usize,
     format: Arc<dyn WireFormat>,
 ) -> Result<Subscription, ApiError> {
+    if run.is_remote() && after > run.len() {
+        // The client comes from a node that has seen more of this run than this
+        // one yet: wait for the log to catch up rather than refuse the cursor.
+        let _ = tokio::time::timeout(AHEAD_WAIT, run.reached(after)).await;
+    }
     let len = run.len();
     if after > len {
         let state = if run.is_finished() { "ended" } else { "is" };
@@ -217,7 +248,7 @@ async fn find(
 ) -> Result<Arc<Run>, ApiError> {
     let Path(run_id) =
         path.map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
-    if let Some(run) = state.hub.get(&run_id)
+    if let Some(run) = lookup(state, &run_id).await?
         && run.identity().user_id == user_id
     {
         return Ok(run);

@@ -6,18 +6,20 @@
 //! pipeline), and each HTTP stream is only a [`Subscription`] into its log. The hub
 //! knows no HTTP: wire formats come in through [`WireFormat`].
 
+pub mod cluster;
 mod format;
+pub mod redis_log;
 mod run;
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
-use tidewire_protocol::{ChatEvent, MessageStatus, RunStarted};
+use tidewire_protocol::{Answer, ChatEvent, MessageStatus, RunStarted};
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +28,9 @@ use crate::metrics::{CauseLabel, StatusLabel};
 use crate::pipeline::{ConversationRef, Ending, EventSink, Pipeline, RunRequest};
 use crate::store::{FinishedMessage, NewTurn, PartialAnswer, Store, StoreError, Turn, new_id};
 
+pub use cluster::{Cluster, ClusterConfig};
 pub use format::{EventEncoder, RunIdentity, WireFormat};
+pub use redis_log::{LogError, RedisLog};
 pub use run::{Batch, CancelReason, Run, Subscription};
 
 /// Attempts at storing a finished answer before the failure is reported.
@@ -69,6 +73,9 @@ pub enum StartError {
     /// The store refused the turn.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shared run log cannot be reached: no other node could find the run.
+    #[error("the shared run log is unreachable ({0}); try again shortly")]
+    LogUnavailable(LogError),
     /// Starting failed unexpectedly (the start task panicked).
     #[error("starting the run failed unexpectedly")]
     Internal,
@@ -126,6 +133,8 @@ pub struct Hub {
     idle: Notify,
     accepting: AtomicBool,
     stop_maintenance: CancellationToken,
+    /// The other nodes, when runs are shared through Redis.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -161,6 +170,16 @@ impl Hub {
     /// A hub over `store` that answers with `pipeline`, with its background
     /// maintenance (flushes, expiry, idle cancel) started.
     pub fn new(config: HubConfig, store: Arc<dyn Store>, pipeline: Arc<Pipeline>) -> Arc<Self> {
+        Self::clustered(config, store, pipeline, None)
+    }
+
+    /// [`Hub::new`], sharing its runs with other nodes through `cluster` when given.
+    pub fn clustered(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+        pipeline: Arc<Pipeline>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Self> {
         let hub = Arc::new(Self {
             config,
             store,
@@ -172,10 +191,79 @@ impl Hub {
             idle: Notify::new(),
             accepting: AtomicBool::new(true),
             stop_maintenance: CancellationToken::new(),
+            cluster,
         });
         tokio::spawn(flush_loop(Arc::clone(&hub)));
         tokio::spawn(expiry_loop(Arc::clone(&hub)));
+        if let Some(cluster) = &hub.cluster {
+            let weak = Arc::downgrade(&hub);
+            let stop = hub.stop_maintenance.clone();
+            tokio::spawn(cluster::renew_loop(
+                Arc::clone(cluster),
+                Weak::clone(&weak),
+                stop.clone(),
+            ));
+            tokio::spawn(cluster::cancel_listener(
+                Arc::clone(cluster),
+                Weak::clone(&weak),
+                stop.clone(),
+            ));
+            tokio::spawn(cluster::reap_loop(Arc::clone(cluster), weak, stop));
+        }
         hub
+    }
+
+    /// The cluster this node is part of, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// A run, found here or, among nodes, in the shared log (then followed here
+    /// from now on, for every subscriber of this node).
+    pub async fn find(self: &Arc<Self>, run_id: &str) -> Result<Option<Arc<Run>>, LogError> {
+        if let Some(run) = self.get(run_id) {
+            return Ok(Some(run));
+        }
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let Some(identity) = cluster.log().identity(run_id).await? else {
+            return Ok(None);
+        };
+        let mirror = {
+            let mut runs = lock(&self.runs);
+            if let Some(run) = runs.get(run_id) {
+                return Ok(Some(Arc::clone(run)));
+            }
+            let mirror =
+                Arc::new(Run::mirror(identity).with_metrics(Arc::clone(self.pipeline.metrics())));
+            runs.insert(run_id.to_owned(), Arc::clone(&mirror));
+            mirror
+        };
+        tokio::spawn(Arc::clone(cluster).follow(Arc::downgrade(self), Arc::clone(&mirror)));
+        Ok(Some(mirror))
+    }
+
+    /// Asks a run to stop: here, or on the node producing it.
+    pub async fn cancel(&self, run: &Run, reason: CancelReason) -> Result<(), LogError> {
+        match &self.cluster {
+            Some(cluster) if run.is_remote() => cluster.request_cancel(run.id()).await,
+            _ => {
+                run.cancel(reason);
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets a mirror nobody reads any more.
+    fn forget_mirror(&self, mirror: &Arc<Run>) {
+        let mut runs = lock(&self.runs);
+        if runs
+            .get(mirror.id())
+            .is_some_and(|run| Arc::ptr_eq(run, mirror))
+        {
+            runs.remove(mirror.id());
+        }
     }
 
     /// The store runs write to.
@@ -202,7 +290,9 @@ impl Hub {
     pub fn running_of(&self, user_id: &str) -> usize {
         lock(&self.runs)
             .values()
-            .filter(|run| run.identity().user_id == user_id && !run.is_finished())
+            .filter(|run| {
+                run.identity().user_id == user_id && !run.is_finished() && !run.is_remote()
+            })
             .count()
     }
 
@@ -258,10 +348,13 @@ impl Hub {
         key: Option<String>,
     ) -> Result<Started, StartError> {
         let Some(key) = key else {
-            let run = self.start_new(request, None).await?;
+            let run = self.start_new(request, None, new_id()).await?;
             return Ok(Started { run, created: true });
         };
         let fingerprint = fingerprint(&request);
+        if let Some(cluster) = &self.cluster {
+            return self.start_shared(cluster, request, key, fingerprint).await;
+        }
         let entry = {
             let mut keys = lock(&self.keys);
             Arc::clone(keys.entry(key.clone()).or_insert_with(|| {
@@ -281,7 +374,7 @@ impl Hub {
             .run
             .get_or_try_init(|| async {
                 created = true;
-                self.start_new(request, Some(key.clone())).await
+                self.start_new(request, Some(key.clone()), new_id()).await
             })
             .await;
         match result {
@@ -304,13 +397,68 @@ impl Hub {
         }
     }
 
+    /// Starts a run with an idempotency key that holds across nodes: the first
+    /// request to claim it in the shared log starts the run; the others, on any
+    /// node, attach to it.
+    async fn start_shared(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        request: RunRequest,
+        key: String,
+        fingerprint: Fingerprint,
+    ) -> Result<Started, StartError> {
+        let hex: String = fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+        let run_id = new_id();
+        // Kept as long as any node may hold the run, and longer than a run lasts.
+        let ttl = self.config.retention + Duration::from_secs(3600);
+        let claim = cluster
+            .log()
+            .claim_key(&key, &hex, &run_id, ttl)
+            .await
+            .map_err(StartError::LogUnavailable)?;
+        match claim {
+            redis_log::KeyClaim::Claimed => {
+                match self.start_new(request, Some(key.clone()), run_id).await {
+                    Ok(run) => Ok(Started { run, created: true }),
+                    Err(error) => {
+                        let _ = cluster.log().release_key(&key).await;
+                        Err(error)
+                    }
+                }
+            }
+            redis_log::KeyClaim::Taken { fingerprint, .. } if fingerprint != hex => {
+                Err(StartError::KeyReused)
+            }
+            redis_log::KeyClaim::Taken { run_id, .. } => {
+                // The request that claimed the key may still be starting its run.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    if let Some(run) = self
+                        .find(&run_id)
+                        .await
+                        .map_err(StartError::LogUnavailable)?
+                    {
+                        return Ok(Started {
+                            run,
+                            created: false,
+                        });
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(StartError::Internal);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
     async fn start_new(
         self: &Arc<Self>,
         request: RunRequest,
         key: Option<String>,
+        run_id: String,
     ) -> Result<Arc<Run>, StartError> {
         let slot = self.reserve()?;
-        let run_id = new_id();
         let turn = self
             .store
             .start_turn(NewTurn {
@@ -348,6 +496,28 @@ impl Hub {
             // Where to attach is the api's business; its formats fill this in.
             events_url: String::new(),
         })));
+        if let Some(cluster) = &self.cluster {
+            if let Err(error) = cluster.publish(&run).await {
+                tracing::warn!(run_id = run.id(), %error, "cannot publish the run to the shared log");
+                // The turn is stored: its answer must not stay `streaming`.
+                let mut answer = run.answer();
+                answer.apply(&ChatEvent::error(
+                    "run_log_unavailable",
+                    "the shared run log could not be reached",
+                    true,
+                ));
+                let _ = self
+                    .store
+                    .finish_message(finished_message(
+                        run.message_id(),
+                        answer,
+                        MessageStatus::Failed,
+                    ))
+                    .await;
+                return Err(StartError::LogUnavailable(error));
+            }
+            tokio::spawn(Arc::clone(cluster).replicate(Arc::clone(&run)));
+        }
         lock(&self.runs).insert(run.id().to_owned(), Arc::clone(&run));
         let span = tracing::info_span!("run", run_id = run.id());
         tokio::spawn(tracing::Instrument::instrument(
@@ -432,7 +602,10 @@ impl Hub {
         {
             let runs: Vec<_> = lock(&self.runs).values().cloned().collect();
             let mut interrupted = 0;
-            for run in runs.iter().filter(|run| !run.is_finished()) {
+            for run in runs
+                .iter()
+                .filter(|run| !run.is_finished() && !run.is_remote())
+            {
                 run.cancel(CancelReason::Shutdown);
                 interrupted += 1;
             }
@@ -458,7 +631,7 @@ impl Hub {
         let runs: Vec<_> = lock(&self.runs).values().cloned().collect();
         let mut answers = Vec::new();
         let mut flushed = Vec::new();
-        for run in runs {
+        for run in runs.into_iter().filter(|run| !run.is_remote()) {
             if let Some((position, text)) = run.unflushed() {
                 flushed.push((Arc::clone(&run), position + text.len()));
                 answers.push(PartialAnswer {
@@ -531,6 +704,7 @@ impl Hub {
             for run in lock(&self.runs).values() {
                 let idle_for = run.idle_since().map(|since| now.duration_since(since));
                 if !run.is_finished()
+                    && !run.is_remote()
                     && idle_for.is_some_and(|idle_for| idle_for >= grace)
                     && run.cancel_reason().is_none()
                 {
@@ -612,19 +786,7 @@ async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
     }
     // Store first: a client that sees `done` and reloads the conversation finds the
     // final answer.
-    let answer = run.answer();
-    let finished = FinishedMessage {
-        message_id: run.message_id().to_owned(),
-        content: answer.content,
-        status,
-        model: answer.model,
-        usage: answer.usage,
-        error: answer.error.map(|e| (e.code, e.error)),
-        sources: answer.sources,
-        quality_score: answer.quality_score,
-        follow_up_questions: answer.follow_up_questions,
-        tool_calls: answer.tool_calls,
-    };
+    let finished = finished_message(run.message_id(), run.answer(), status);
     if !store_finished(hub.store.as_ref(), &run, finished).await {
         run.append(ChatEvent::error(
             "answer_not_stored",
@@ -636,6 +798,22 @@ async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
     hub.retain(&run, job.key);
     tracing::debug!(run_id = run.id(), %status, "run finished");
     drop(slot);
+}
+
+/// What the store keeps of an answer that ended with `status`.
+fn finished_message(message_id: &str, answer: Answer, status: MessageStatus) -> FinishedMessage {
+    FinishedMessage {
+        message_id: message_id.to_owned(),
+        content: answer.content,
+        status,
+        model: answer.model,
+        usage: answer.usage,
+        error: answer.error.map(|e| (e.code, e.error)),
+        sources: answer.sources,
+        quality_score: answer.quality_score,
+        follow_up_questions: answer.follow_up_questions,
+        tool_calls: answer.tool_calls,
+    }
 }
 
 /// Stores a finished answer, retrying (the write is idempotent) with backoff while

@@ -78,6 +78,8 @@ pub struct Run {
     subscribers: AtomicUsize,
     /// Where its subscribers count what they send, when the server keeps metrics.
     metrics: Option<Arc<Metrics>>,
+    /// A mirror of a run another node produces, filled from the shared log.
+    remote: bool,
 }
 
 impl std::fmt::Debug for Run {
@@ -175,7 +177,22 @@ impl Run {
             cancel_reason: OnceLock::new(),
             subscribers: AtomicUsize::new(0),
             metrics: None,
+            remote: false,
         }
+    }
+
+    /// A local copy of a run another node produces, filled from the shared log
+    /// (its producer enforces the size limit).
+    pub fn mirror(identity: RunIdentity) -> Self {
+        Self {
+            remote: true,
+            ..Self::new(identity, usize::MAX)
+        }
+    }
+
+    /// Whether this is a mirror of a run another node produces.
+    pub fn is_remote(&self) -> bool {
+        self.remote
     }
 
     /// The run, with its subscribers counting into `metrics`.
@@ -367,10 +384,23 @@ impl Run {
         self.len() == 0
     }
 
-    /// The events from index `from` on.
-    pub fn events_from(&self, from: usize) -> Vec<ChatEvent> {
+    /// At most `max` events from index `from` on.
+    pub fn events_from(&self, from: usize, max: usize) -> Vec<ChatEvent> {
         let state = self.state();
-        state.events.get(from..).unwrap_or_default().to_vec()
+        let events = state.events.get(from..).unwrap_or_default();
+        events[..events.len().min(max)].to_vec()
+    }
+
+    /// Waits until the log holds at least `len` events, or the run is finished.
+    pub async fn reached(&self, len: usize) {
+        self.appended_after(|| (self.len() >= len || self.is_finished()).then_some(()))
+            .await;
+    }
+
+    /// Waits until the log holds more than `len` events, or the run is finished.
+    pub async fn grown_past(&self, len: usize) {
+        self.appended_after(|| (self.len() > len || self.is_finished()).then_some(()))
+            .await;
     }
 
     /// Whether `done` was appended.

@@ -291,6 +291,14 @@ pub trait Store: Send + Sync + 'static {
     /// pieces into its text; run at start-up, when no run can be live. Returns how
     /// many were marked.
     async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
+    /// Run ids of the answers still `streaming`, with when they last changed.
+    async fn streaming_runs(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// [`Store::interrupt_streaming`] for the answers of these runs only.
+    async fn interrupt_runs(&self, _run_ids: Vec<String>) -> Result<u64, StoreError> {
+        Ok(0)
+    }
     /// Whether the store answers (a trivial read), for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Whether the conversation exists and is `user_id`'s.

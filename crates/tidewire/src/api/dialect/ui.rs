@@ -267,14 +267,40 @@ pub async fn reconnect(
     Path(chat_id): Path<String>,
 ) -> Response {
     // Another user's chat has, as far as this caller can tell, nothing running.
-    let running = state
-        .hub
-        .running_in(&chat_id)
-        .filter(|run| run.identity().user_id == caller.user_id);
+    let running = match state.hub.running_in(&chat_id) {
+        Some(run) => Some(run),
+        None => running_elsewhere(&state, &chat_id, &caller.user_id).await,
+    }
+    .filter(|run| run.identity().user_id == caller.user_id);
     match running {
         Some(run) => stream(&state, &route, version, &run),
         None => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+/// Among nodes, the run another node produces for the chat's answer still
+/// streaming, as the store tells it.
+async fn running_elsewhere(state: &AppState, chat_id: &str, user_id: &str) -> Option<Arc<Run>> {
+    state.hub.cluster()?;
+    let messages = state
+        .store
+        .list_messages(chat_id, user_id)
+        .await
+        .ok()
+        .flatten()?;
+    let run_id = messages
+        .iter()
+        .rev()
+        .find(|message| message.status == MessageStatus::Streaming)?
+        .run_id
+        .clone()?;
+    state
+        .hub
+        .find(&run_id)
+        .await
+        .ok()
+        .flatten()
+        .filter(|run| !run.is_finished())
 }
 
 fn stream(state: &AppState, route: &DialectRoute, version: Version, run: &Arc<Run>) -> Response {

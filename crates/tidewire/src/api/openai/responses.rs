@@ -33,6 +33,7 @@ use super::{OpenAiError, check_model, prompt_role, run_options, with_run_headers
 use crate::api::chat::{check_message, parse, read_body, require_json};
 use crate::api::dialect::{default_scope, frame};
 use crate::api::error::ApiError;
+use crate::api::runs::{log_unavailable, lookup};
 use crate::api::sse::{StreamSettings, event_stream, sse_response};
 use crate::api::{AppState, Asker};
 use crate::auth::Caller;
@@ -130,6 +131,14 @@ pub async fn create(
     let body: CreateResponse = parse(&body)?;
     let stream = body.stream == Some(true);
     let background = body.background == Some(true);
+    if let Some(run_id) = body
+        .previous_response_id
+        .as_deref()
+        .and_then(|id| id.strip_prefix("resp_"))
+    {
+        // A response another node produced becomes held here too, for `accept`.
+        lookup(&state, run_id).await.map_err(OpenAiError::from)?;
+    }
     let request = accept(&state, body, &caller)?;
     let run = state
         .hub
@@ -162,7 +171,7 @@ pub async fn retrieve(
     let Query(query) = query.map_err(|rejection| {
         OpenAiError::invalid("starting_after", "invalid_query", rejection.body_text())
     })?;
-    let run = find(&state, path, &caller)?;
+    let run = find(&state, path, &caller).await?;
     if query.stream != Some(true) {
         return Ok(Json(response_object(run.identity(), &run.answer())).into_response());
     }
@@ -184,9 +193,13 @@ pub async fn cancel(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let run = find(&state, path, &caller)?;
+    let run = find(&state, path, &caller).await?;
     if !run.is_finished() {
-        run.cancel(CancelReason::Requested);
+        state
+            .hub
+            .cancel(&run, CancelReason::Requested)
+            .await
+            .map_err(|error| OpenAiError::from(log_unavailable(error)))?;
         if tokio::time::timeout(CANCEL_WAIT, run.finished())
             .await
             .is_err()
@@ -212,7 +225,7 @@ fn stream_settings(state: &AppState, background: bool) -> StreamSettings {
     }
 }
 
-fn find(
+async fn find(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
     caller: &Caller,
@@ -220,9 +233,11 @@ fn find(
     let Path(id) = path.map_err(|rejection| {
         OpenAiError::from(ApiError::bad_request("invalid_path", rejection.body_text()))
     })?;
-    id.strip_prefix("resp_")
-        .and_then(|run_id| state.hub.get(run_id))
-        .filter(|run| run.identity().user_id == caller.user_id)
+    let run = match id.strip_prefix("resp_") {
+        Some(run_id) => lookup(state, run_id).await.map_err(OpenAiError::from)?,
+        None => None,
+    };
+    run.filter(|run| run.identity().user_id == caller.user_id)
         .ok_or_else(|| {
             OpenAiError::from(ApiError::not_found(
                 "response_not_found",
@@ -340,7 +355,7 @@ fn accept(
 /// already read past, and the number of run events those cover. The encoder is
 /// replayed over the log, so the numbers are the ones every reader saw.
 fn resume_point(run: &Arc<Run>, after: i64) -> (Vec<u8>, usize) {
-    let events = run.events_from(0);
+    let events = run.events_from(0, usize::MAX);
     let mut encoder = ResponsesEncoder::new(run.identity());
     for (index, event) in events.iter().enumerate() {
         let before = encoder.next_sequence;
