@@ -288,9 +288,18 @@ pub trait Store: Send + Sync + 'static {
     /// longer exists (its conversation was deleted). Writing it twice changes nothing.
     async fn finish_message(&self, message: FinishedMessage) -> Result<bool, StoreError>;
     /// Marks every answer still `streaming` as `interrupted`, folding its flushed
-    /// pieces into its text; run at start-up, when no run can be live. Returns how
-    /// many were marked.
+    /// pieces into its text; run at start-up, when no run can be live (on a database
+    /// that other nodes share, their runs are: see
+    /// [`interrupt_runs`](Self::interrupt_runs)). Returns how many were marked.
     async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
+    /// The run ids of the answers still `streaming`, with their `updated_at` (when
+    /// their turn started: flushes do not change it), oldest first. A cluster looks
+    /// here for the answers of a node that died.
+    async fn streaming_runs(&self) -> Result<Vec<(String, Timestamp)>, StoreError>;
+    /// Like [`interrupt_streaming`](Self::interrupt_streaming), but only for the
+    /// answers of these runs that are still `streaming`. Returns how many were
+    /// marked.
+    async fn interrupt_runs(&self, run_ids: Vec<String>) -> Result<u64, StoreError>;
     /// Whether the store answers (a trivial read), for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Whether the conversation exists and is `user_id`'s.

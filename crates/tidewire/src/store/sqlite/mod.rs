@@ -252,6 +252,26 @@ impl Store for SqliteStore {
         self.write_rows(Op::InterruptStreaming).await
     }
 
+    async fn streaming_runs(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT run_id, updated_at FROM messages \
+             WHERE status = 'streaming' AND run_id IS NOT NULL ORDER BY updated_at, run_id",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, at)| (run_id, Timestamp(at)))
+            .collect())
+    }
+
+    async fn interrupt_runs(&self, run_ids: Vec<String>) -> Result<u64, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(0);
+        }
+        self.write_rows(Op::InterruptRuns(run_ids)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reads).await?;
         Ok(())
@@ -534,6 +554,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(content, "half");
+    }
+
+    #[tokio::test]
+    async fn interrupt_runs_marks_only_the_streaming_answers_of_those_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let runs: Vec<NewTurn> = (0..3).map(|i| turn(None, &format!("q{i}"))).collect();
+        let mut turns = Vec::new();
+        for new in &runs {
+            turns.push(store.start_turn(new.clone()).await.unwrap());
+        }
+        store
+            .flush_partial(vec![PartialAnswer {
+                message_id: turns[0].assistant_message_id.clone(),
+                position: 0,
+                text: "a1".into(),
+            }])
+            .await
+            .unwrap();
+        let streaming: Vec<String> = store
+            .streaming_runs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(run, _)| run)
+            .collect();
+        assert_eq!(streaming.len(), 3);
+        let marked = store
+            .interrupt_runs(vec![runs[0].run_id.clone(), "no-such-run".into()])
+            .await
+            .unwrap();
+        assert_eq!(marked, 1);
+        assert_eq!(store.streaming_runs().await.unwrap().len(), 2);
+        let interrupted = store
+            .message_by_run(&runs[0].run_id, "local")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(interrupted.status, MessageStatus::Interrupted);
+        assert_eq!(interrupted.content, "a1");
+        assert_eq!(
+            store
+                .interrupt_runs(vec![runs[0].run_id.clone()])
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.interrupt_runs(Vec::new()).await.unwrap(), 0);
     }
 
     #[tokio::test]
