@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::rows::{json_list, to_i64};
 use crate::store::{
     FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis, title_of,
 };
@@ -460,17 +461,6 @@ async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sq
         Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => return Ok(Outcome::Rows(0)),
     };
     Ok(Outcome::Rows(rows.rows_affected()))
-}
-
-/// A non-empty list as JSON; `None` (NULL) for an empty one.
-fn json_list<T: serde::Serialize>(items: &[T]) -> Option<String> {
-    (!items.is_empty())
-        .then(|| serde_json::to_string(items).ok())
-        .flatten()
-}
-
-pub(super) fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Marks answers `interrupted` (those of the WHERE clause that follows the bound
