@@ -37,7 +37,7 @@ use crate::config::ExposeSecret;
 use crate::hub::{Cluster, ClusterConfig, Hub, HubConfig, LogError, RedisLog};
 use crate::llm::Backends;
 use crate::pipeline::{HistoryLimits, Pipeline, PipelineSettings, Stages};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 
 /// After the drain, how long connections get to close before the server stops
 /// waiting for them.
@@ -72,7 +72,16 @@ pub enum ServeError {
 /// Opens the store (marking answers a crash left `streaming` as `interrupted`) and
 /// builds the state the handlers share.
 pub async fn open(config: Config) -> Result<AppState, ServeError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+    let store: Arc<dyn Store> = match &config.postgres_url {
+        Some(url) => Arc::new(
+            PostgresStore::connect(
+                url.expose_secret(),
+                config.cluster.postgres_schema.as_deref(),
+            )
+            .await?,
+        ),
+        None => Arc::new(SqliteStore::open(&config.data_dir).await?),
+    };
     let cluster = match &config.redis_url {
         Some(url) => {
             let log = RedisLog::connect(

@@ -1,5 +1,5 @@
-//! `tidewire keys`: API keys of a data directory, made, listed and revoked next to
-//! a running server (it reads them at every request).
+//! `tidewire keys`: API keys of a data directory, or of a PostgreSQL database, made,
+//! listed and revoked next to a running server (it reads them at every request).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,23 @@ pub struct KeysArgs {
         global = true
     )]
     data_dir: PathBuf,
+    /// The server's PostgreSQL database (`postgres://user:password@host/db`): the
+    /// keys are kept there instead of in the data directory.
+    #[arg(
+        long,
+        env = "TIDEWIRE_POSTGRES_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    postgres_url: Option<String>,
+    /// The PostgreSQL schema of the server's tables, if it has one of its own.
+    #[arg(
+        long,
+        env = "TIDEWIRE_POSTGRES_SCHEMA",
+        global = true,
+        requires = "postgres_url"
+    )]
+    postgres_schema: Option<String>,
     #[command(subcommand)]
     command: KeysCommand,
 }
@@ -61,9 +78,15 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
-    let keys = ApiKeys::open(&args.data_dir)
-        .await
-        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+    let keys = match &args.postgres_url {
+        // The URL may hold a password: it is not repeated in the error.
+        Some(url) => ApiKeys::connect_postgres(url, args.postgres_schema.as_deref())
+            .await
+            .context("connecting to the PostgreSQL database of --postgres-url")?,
+        None => ApiKeys::open(&args.data_dir)
+            .await
+            .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?,
+    };
     match args.command {
         KeysCommand::Create {
             user,

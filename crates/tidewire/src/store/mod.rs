@@ -1,8 +1,17 @@
 //! The store: conversations and their messages, and the records of the documents
 //! of the retrieval index, behind the [`Store`] trait so the hub and the API never
-//! know which database holds them. [`SqliteStore`] is the embedded default.
+//! know which database holds them. [`SqliteStore`] is the embedded default, for one
+//! process; [`PostgresStore`] lets several tidewire nodes share one database. Both
+//! give the same answers to the same calls: the tests of their behaviour are one
+//! suite, run against each.
 
+mod api_keys;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
+
+#[cfg(test)]
+mod contract_tests;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +19,9 @@ use async_trait::async_trait;
 use tidewire_protocol::api::Role;
 use tidewire_protocol::{MessageStatus, Source, ToolCallRecord, Usage};
 
-pub use sqlite::{ApiKeys, SqliteStore};
+pub use api_keys::ApiKeys;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +60,12 @@ pub enum StoreError {
         /// What the lock file says of its holder (a process id), if anything.
         holder: String,
     },
+    /// A PostgreSQL schema name that tidewire will not use.
+    #[error(
+        "invalid PostgreSQL schema name {0:?}: use 1 to 63 characters, each a lowercase \
+         ASCII letter, a digit or _"
+    )]
+    InvalidSchema(String),
     /// The store broke one of its own rules: a bug, reported rather than hidden.
     #[error("store bug: {0}")]
     Internal(&'static str),
@@ -288,17 +305,18 @@ pub trait Store: Send + Sync + 'static {
     /// longer exists (its conversation was deleted). Writing it twice changes nothing.
     async fn finish_message(&self, message: FinishedMessage) -> Result<bool, StoreError>;
     /// Marks every answer still `streaming` as `interrupted`, folding its flushed
-    /// pieces into its text; run at start-up, when no run can be live. Returns how
-    /// many were marked.
+    /// pieces into its text; run at start-up, when no run can be live (on a database
+    /// that other nodes share, their runs are: see
+    /// [`interrupt_runs`](Self::interrupt_runs)). Returns how many were marked.
     async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
-    /// Run ids of the answers still `streaming`, with when they last changed.
-    async fn streaming_runs(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
-        Ok(Vec::new())
-    }
-    /// [`Store::interrupt_streaming`] for the answers of these runs only.
-    async fn interrupt_runs(&self, _run_ids: Vec<String>) -> Result<u64, StoreError> {
-        Ok(0)
-    }
+    /// The run ids of the answers still `streaming`, with their `updated_at` (when
+    /// their turn started: flushes do not change it), oldest first. A cluster looks
+    /// here for the answers of a node that died.
+    async fn streaming_runs(&self) -> Result<Vec<(String, Timestamp)>, StoreError>;
+    /// Like [`interrupt_streaming`](Self::interrupt_streaming), but only for the
+    /// answers of these runs that are still `streaming`. Returns how many were
+    /// marked.
+    async fn interrupt_runs(&self, run_ids: Vec<String>) -> Result<u64, StoreError>;
     /// Whether the store answers (a trivial read), for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Whether the conversation exists and is `user_id`'s.
@@ -326,7 +344,7 @@ pub trait Store: Send + Sync + 'static {
         user_id: &str,
     ) -> Result<Option<MessageRecord>, StoreError>;
     /// The API key with this hash, revoked and expired ones included (keys are
-    /// made and revoked by `tidewire keys`, through [`sqlite::ApiKeys`]).
+    /// made and revoked by `tidewire keys`, through [`ApiKeys`]).
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// The document stored under `key`, if any.
     async fn find_document(&self, key: &DocumentKey) -> Result<Option<DocumentRecord>, StoreError>;

@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// Seconds to hold the streams open, for `idle`.
     #[arg(long, default_value_t = 10)]
     hold: u64,
+    /// For `fanout`: subscribe on this server (another node of a cluster, such as
+    /// `http://127.0.0.1:8081`) instead of the one that started the run.
+    #[arg(long)]
+    follow_url: Option<String>,
     /// Subscribers (N), for `fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -474,7 +478,10 @@ async fn fanout(
     let (_, events_url) = run_rx
         .await
         .context("the run did not start (no run event)")?;
-    let events_url = base.join(&events_url)?;
+    let events_url = match &args.follow_url {
+        Some(node) => reqwest::Url::parse(node)?.join(&events_url)?,
+        None => base.join(&events_url)?,
+    };
     let subscriber_spec = RequestSpec {
         url: events_url.to_string(),
         method: Method::GET,

@@ -2,46 +2,10 @@
 //! run on the read pool; the writer task calls [`put`] and [`delete`].
 
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::writer::to_i64;
-use crate::store::{DocumentKey, DocumentRecord, Timestamp};
-
-#[derive(FromRow)]
-struct DocumentRow {
-    id: String,
-    collection: String,
-    name: String,
-    source: String,
-    format: String,
-    content_hash: String,
-    bytes: i64,
-    chunks: i64,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<DocumentRow> for DocumentRecord {
-    fn from(row: DocumentRow) -> Self {
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        Self {
-            id: row.id,
-            collection: row.collection,
-            name: row.name,
-            source: row.source,
-            format: row.format,
-            content_hash: row.content_hash,
-            bytes: count(row.bytes),
-            chunks: count(row.chunks),
-            created_at: Timestamp(row.created_at),
-            updated_at: Timestamp(row.updated_at),
-        }
-    }
-}
-
-/// The columns of a document record.
-const DOCUMENT_COLUMNS: &str = "id, collection, name, source, format, content_hash, bytes, chunks, \
-                                created_at, updated_at";
+use crate::store::rows::{DOCUMENT_COLUMNS, DocumentRow, to_i64};
+use crate::store::{DocumentKey, DocumentRecord};
 
 /// The document stored under `key`.
 pub(super) async fn find(
@@ -144,93 +108,4 @@ pub(super) async fn delete(
         deleted += query.build().execute(&mut *conn).await?.rows_affected();
     }
     Ok(deleted)
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::store::{DocumentKey, DocumentRecord, SqliteStore, Store, StoreError, Timestamp};
-
-    fn record(id: &str, collection: &str, name: &str, source: &str) -> DocumentRecord {
-        DocumentRecord {
-            id: id.into(),
-            collection: collection.into(),
-            name: name.into(),
-            source: source.into(),
-            format: "markdown".into(),
-            content_hash: "00".repeat(32),
-            bytes: 10,
-            chunks: 2,
-            created_at: Timestamp(1_000),
-            updated_at: Timestamp(1_000),
-        }
-    }
-
-    #[tokio::test]
-    async fn documents_are_found_by_source_or_by_upload_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        store
-            .put_document(record("a", "c", "a.md", "/x/a.md"))
-            .await
-            .unwrap();
-        store
-            .put_document(record("b", "c", "a.md", "upload"))
-            .await
-            .unwrap();
-        store
-            .put_document(record("d", "other", "a.md", "/x/a.md"))
-            .await
-            .unwrap();
-
-        let by_source = DocumentKey::new("c", Some("/x/a.md"), "renamed.md");
-        assert_eq!(
-            store.find_document(&by_source).await.unwrap().unwrap().id,
-            "a"
-        );
-        let uploaded = DocumentKey::new("c", None, "a.md");
-        assert_eq!(
-            store.find_document(&uploaded).await.unwrap().unwrap().id,
-            "b"
-        );
-        assert!(
-            store
-                .find_document(&DocumentKey::new("c", None, "z.md"))
-                .await
-                .unwrap()
-                .is_none()
-        );
-
-        // One file per collection and source; one upload per collection and name.
-        let error = store
-            .put_document(record("e", "c", "other.md", "/x/a.md"))
-            .await;
-        assert!(matches!(error, Err(StoreError::Database(_))), "{error:?}");
-        let error = store.put_document(record("f", "c", "a.md", "upload")).await;
-        assert!(matches!(error, Err(StoreError::Database(_))), "{error:?}");
-
-        // Replacing keeps the creation time.
-        let mut changed = record("a", "c", "a.md", "/x/a.md");
-        changed.chunks = 7;
-        changed.created_at = Timestamp::now();
-        store.put_document(changed).await.unwrap();
-        let stored = store.get_document("a").await.unwrap().unwrap();
-        assert_eq!((stored.chunks, stored.created_at), (7, Timestamp(1_000)));
-        assert!(stored.updated_at > Timestamp(1_000));
-
-        let listed: Vec<String> = store
-            .list_documents(Some("c"))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| d.id)
-            .collect();
-        assert_eq!(listed, ["a", "b"]);
-        assert_eq!(store.list_documents(None).await.unwrap().len(), 3);
-
-        let ids = vec!["a".to_owned(), "d".to_owned(), "missing".to_owned()];
-        assert_eq!(store.delete_documents(ids).await.unwrap(), 2);
-        assert_eq!(store.delete_documents(Vec::new()).await.unwrap(), 0);
-        assert!(store.get_document("a").await.unwrap().is_none());
-        assert_eq!(store.list_documents(None).await.unwrap().len(), 1);
-    }
 }

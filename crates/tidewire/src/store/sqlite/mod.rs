@@ -11,25 +11,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, FromRow};
-use tidewire_protocol::api::Role;
-use tidewire_protocol::{MessageStatus, Usage};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rows::{ConversationRow, MessageRow};
 use super::{
     ApiKeyRecord, ConversationRecord, DocumentKey, DocumentRecord, FinishedMessage, MessageRecord,
     NewTurn, PartialAnswer, Store, StoreError, Timestamp, Turn,
 };
 
 mod documents;
-mod keys;
+pub(super) mod keys;
 mod writer;
-
-pub use keys::ApiKeys;
 
 use writer::{Job, Op, Outcome};
 
@@ -136,90 +133,6 @@ impl SqliteStore {
     }
 }
 
-#[derive(FromRow)]
-struct ConversationRow {
-    id: String,
-    title: String,
-    created_at: i64,
-    updated_at: i64,
-}
-
-#[derive(FromRow)]
-struct MessageRow {
-    id: String,
-    conversation_id: String,
-    seq: i64,
-    role: String,
-    content: String,
-    status: String,
-    run_id: Option<String>,
-    model: Option<String>,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    sources: Option<String>,
-    quality_score: Option<f64>,
-    follow_up_questions: Option<String>,
-    tool_calls: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<ConversationRow> for ConversationRecord {
-    fn from(row: ConversationRow) -> Self {
-        Self {
-            id: row.id,
-            title: row.title,
-            created_at: Timestamp(row.created_at),
-            updated_at: Timestamp(row.updated_at),
-        }
-    }
-}
-
-impl From<MessageRow> for MessageRecord {
-    fn from(row: MessageRow) -> Self {
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        let usage = match (row.prompt_tokens, row.completion_tokens) {
-            (Some(prompt), Some(completion)) => Some(Usage::new(count(prompt), count(completion))),
-            _ => None,
-        };
-        Self {
-            id: row.id,
-            conversation_id: row.conversation_id,
-            seq: row.seq,
-            role: if row.role == "user" {
-                Role::User
-            } else {
-                Role::Assistant
-            },
-            content: row.content,
-            // The CHECK constraint allows only known statuses.
-            status: MessageStatus::parse(&row.status).unwrap_or(MessageStatus::Failed),
-            run_id: row.run_id,
-            model: row.model,
-            usage,
-            error: row.error_code.zip(row.error_message),
-            // Written by the store itself as JSON; unreadable is treated as none.
-            sources: row
-                .sources
-                .and_then(|json| serde_json::from_str(&json).ok())
-                .unwrap_or_default(),
-            quality_score: row.quality_score,
-            follow_up_questions: row
-                .follow_up_questions
-                .and_then(|json| serde_json::from_str(&json).ok())
-                .unwrap_or_default(),
-            tool_calls: row
-                .tool_calls
-                .and_then(|json| serde_json::from_str(&json).ok())
-                .unwrap_or_default(),
-            created_at: Timestamp(row.created_at),
-            updated_at: Timestamp(row.updated_at),
-        }
-    }
-}
-
 /// The columns of a message; a running answer's content is its flushed pieces.
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, \
                                content || coalesce((SELECT group_concat(p.text, '' ORDER BY p.position) \
@@ -250,6 +163,26 @@ impl Store for SqliteStore {
 
     async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
         self.write_rows(Op::InterruptStreaming).await
+    }
+
+    async fn streaming_runs(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT run_id, updated_at FROM messages \
+             WHERE status = 'streaming' AND run_id IS NOT NULL ORDER BY updated_at, run_id",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, at)| (run_id, Timestamp(at)))
+            .collect())
+    }
+
+    async fn interrupt_runs(&self, run_ids: Vec<String>) -> Result<u64, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(0);
+        }
+        self.write_rows(Op::InterruptRuns(run_ids)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -360,7 +293,36 @@ mod tests {
     use futures_util::future::join_all;
 
     use super::*;
-    use crate::store::FinishedMessage;
+    use crate::store::contract_tests::Backend;
+    use crate::store::{ApiKeys, LOCAL_USER};
+
+    impl Backend for SqliteStore {
+        type Place = tempfile::TempDir;
+
+        fn place() -> Self::Place {
+            tempfile::tempdir().unwrap()
+        }
+
+        async fn open(place: &Self::Place) -> (Self, ApiKeys) {
+            let store = SqliteStore::open(place.path()).await.unwrap();
+            (store, ApiKeys::open(place.path()).await.unwrap())
+        }
+
+        async fn pieces(&self) -> i64 {
+            sqlx::query_scalar("SELECT count(*) FROM answer_parts")
+                .fetch_one(&self.reads)
+                .await
+                .unwrap()
+        }
+
+        async fn bare_content(&self, message_id: &str) -> String {
+            sqlx::query_scalar("SELECT content FROM messages WHERE id = ?")
+                .bind(message_id)
+                .fetch_one(&self.reads)
+                .await
+                .unwrap()
+        }
+    }
 
     fn turn(conversation_id: Option<&str>, message: &str) -> NewTurn {
         NewTurn {
@@ -368,172 +330,31 @@ mod tests {
             create_missing: false,
             message: message.to_owned(),
             run_id: crate::store::new_id(),
-            user_id: crate::store::LOCAL_USER.into(),
+            user_id: LOCAL_USER.into(),
         }
     }
 
     #[tokio::test]
-    async fn concurrent_writes_batch_together_and_each_gets_its_own_outcome() {
+    async fn writes_sent_together_are_applied_in_the_order_they_were_sent() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let first = store.start_turn(turn(None, "first")).await.unwrap();
-        // Many turns at once land in few batches: new conversations, continued ones
-        // and ones naming a conversation that does not exist.
-        let results = join_all((0..60).map(|i| {
-            let store = store.clone();
-            let conversation = match i % 3 {
-                0 => None,
-                1 => Some(first.conversation_id.clone()),
-                _ => Some(format!("missing-{i}")),
-            };
-            async move {
-                store
-                    .start_turn(turn(conversation.as_deref(), &format!("q{i}")))
-                    .await
-            }
-        }))
-        .await;
-        for (i, result) in results.iter().enumerate() {
-            match i % 3 {
-                2 => assert!(
-                    matches!(result, Err(StoreError::ConversationNotFound(_))),
-                    "{i}"
-                ),
-                1 => assert_eq!(
-                    result.as_ref().unwrap().conversation_id,
-                    first.conversation_id
-                ),
-                _ => assert_ne!(
-                    result.as_ref().unwrap().conversation_id,
-                    first.conversation_id
-                ),
-            }
-        }
-        let messages = store
-            .list_messages(&first.conversation_id, "local")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(messages.len(), 2 + 2 * 20);
-        for pair in messages.chunks(2) {
-            assert_eq!(pair[0].role, Role::User);
-            assert_eq!(pair[1].role, Role::Assistant);
-            assert_eq!(pair[1].status, MessageStatus::Streaming);
-        }
-        assert_eq!(
-            store.list_conversations("local", 500).await.unwrap().len(),
-            1 + 20
-        );
-
-        // A flush and a finish of the same answer in one batch: the finish wins,
-        // whatever their order.
-        let answer = first.assistant_message_id.clone();
-        let flush = store.flush_partial(vec![PartialAnswer {
-            message_id: answer.clone(),
-            position: 0,
-            text: "part".into(),
-        }]);
-        let finish = store.finish_message(FinishedMessage {
-            message_id: answer.clone(),
-            content: "whole answer".into(),
-            status: MessageStatus::Complete,
-            model: Some("synthetic".into()),
-            usage: Some(Usage::new(2, 3)),
-            error: None,
-            sources: Vec::new(),
-            quality_score: Some(0.5),
-            follow_up_questions: vec!["why?".into()],
-            tool_calls: vec![tidewire_protocol::ToolCallRecord {
-                tool_call_id: "call_1".into(),
-                tool_name: "lookup".into(),
-                arguments: serde_json::json!({"q": "x"}),
-                result: Some(serde_json::json!({"found": 1})),
-                duration_ms: Some(4),
-                is_error: false,
-            }],
-        });
-        let (flushed, finished) = tokio::join!(flush, finish);
-        flushed.unwrap();
-        finished.unwrap();
-        let late_flush = store.flush_partial(vec![PartialAnswer {
-            message_id: answer.clone(),
-            position: 4,
-            text: "stale".into(),
-        }]);
-        late_flush.await.unwrap();
-        let stored = store
-            .message_by_run(&messages[1].run_id.clone().unwrap(), "local")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.content, "whole answer");
-        assert_eq!(stored.status, MessageStatus::Complete);
-        assert_eq!(stored.usage, Some(Usage::new(2, 3)));
-        assert_eq!(stored.quality_score, Some(0.5));
-        assert_eq!(stored.follow_up_questions, ["why?"]);
-        assert_eq!(stored.tool_calls[0].tool_name, "lookup");
-        assert_eq!(
-            stored.tool_calls[0].result,
-            Some(serde_json::json!({"found": 1}))
-        );
-
-        // A delete between turns keeps its place in the order.
-        let (deleted, after) = tokio::join!(
-            store.delete_conversation(&first.conversation_id, "local"),
+        // A delete between turns of one batch keeps its place in the order.
+        let (before, deleted, after) = tokio::join!(
+            store.start_turn(turn(Some(&first.conversation_id), "in time")),
+            store.delete_conversation(&first.conversation_id, LOCAL_USER),
             store.start_turn(turn(Some(&first.conversation_id), "too late"))
         );
+        before.unwrap();
         assert!(deleted.unwrap());
         assert!(matches!(after, Err(StoreError::ConversationNotFound(_))));
         assert!(
             store
-                .list_messages(&first.conversation_id, "local")
+                .list_messages(&first.conversation_id, LOCAL_USER)
                 .await
                 .unwrap()
                 .is_none()
         );
-    }
-
-    #[tokio::test]
-    async fn streaming_answers_become_interrupted_keeping_their_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let turn = store.start_turn(turn(None, "crash")).await.unwrap();
-        let piece = |position: usize, text: &str| PartialAnswer {
-            message_id: turn.assistant_message_id.clone(),
-            position,
-            text: text.into(),
-        };
-        store.flush_partial(vec![piece(0, "ha")]).await.unwrap();
-        // A retried piece replaces itself; the next piece follows it.
-        store.flush_partial(vec![piece(0, "ha")]).await.unwrap();
-        store.flush_partial(vec![piece(2, "lf")]).await.unwrap();
-        let running = store
-            .list_messages(&turn.conversation_id, "local")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(running[1].content, "half");
-        assert_eq!(running[1].status, MessageStatus::Streaming);
-        assert_eq!(store.interrupt_streaming().await.unwrap(), 1);
-        let messages = store
-            .list_messages(&turn.conversation_id, "local")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(messages[1].status, MessageStatus::Interrupted);
-        assert_eq!(messages[1].content, "half");
-        // The pieces are folded into the text, not left beside it.
-        let (pieces,): (i64,) = sqlx::query_as("SELECT count(*) FROM answer_parts")
-            .fetch_one(&store.reads)
-            .await
-            .unwrap();
-        assert_eq!(pieces, 0);
-        let (content,): (String,) = sqlx::query_as("SELECT content FROM messages WHERE id = ?")
-            .bind(&turn.assistant_message_id)
-            .fetch_one(&store.reads)
-            .await
-            .unwrap();
-        assert_eq!(content, "half");
     }
 
     #[tokio::test]
@@ -551,7 +372,7 @@ mod tests {
             .execute(&store.reads)
             .await
             .unwrap();
-        let messages = store.list_messages(&id, "local").await.unwrap().unwrap();
+        let messages = store.list_messages(&id, LOCAL_USER).await.unwrap().unwrap();
         let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
         assert_eq!(messages[0].content, "one");

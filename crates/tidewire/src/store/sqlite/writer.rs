@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::rows::{json_list, to_i64};
 use crate::store::{
     FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis, title_of,
 };
@@ -32,6 +33,7 @@ pub(super) enum Op {
     Flush(Vec<PartialAnswer>),
     Finish(FinishedMessage),
     InterruptStreaming,
+    InterruptRuns(Vec<String>),
     DeleteConversation { id: String, user_id: String },
     PutDocument(crate::store::DocumentRecord),
     DeleteDocuments(Vec<String>),
@@ -148,6 +150,7 @@ async fn apply_all(
         match op {
             Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => run.push(index),
             Op::InterruptStreaming
+            | Op::InterruptRuns(_)
             | Op::DeleteConversation { .. }
             | Op::PutDocument(_)
             | Op::DeleteDocuments(_) => {
@@ -183,6 +186,7 @@ async fn apply_run(
             Op::Flush(partial) => answers.extend(partial),
             Op::Finish(message) => finishes.push(message),
             Op::InterruptStreaming
+            | Op::InterruptRuns(_)
             | Op::DeleteConversation { .. }
             | Op::PutDocument(_)
             | Op::DeleteDocuments(_) => {}
@@ -419,23 +423,29 @@ async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sq
     let now = now_millis();
     let rows = match op {
         Op::InterruptStreaming => {
-            // The flushed pieces become the text, as a finish would write it.
-            let rows = sqlx::query(
-                "UPDATE messages SET status = 'interrupted', updated_at = ?, \
-                 content = content || coalesce((SELECT group_concat(p.text, '' ORDER BY p.position) \
-                 FROM answer_parts p WHERE p.message_id = messages.id), '') \
-                 WHERE status = 'streaming'",
-            )
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "DELETE FROM answer_parts WHERE message_id IN \
-                 (SELECT id FROM messages WHERE status <> 'streaming')",
-            )
-            .execute(&mut *conn)
-            .await?;
+            let mut query = QueryBuilder::<Sqlite>::new(INTERRUPT);
+            query.push_bind(now).push(" WHERE status = 'streaming'");
+            let rows = query.build().execute(&mut *conn).await?;
+            delete_folded_pieces(conn).await?;
             rows
+        }
+        Op::InterruptRuns(run_ids) => {
+            const IDS_PER_STATEMENT: usize = 500;
+            let mut marked = 0;
+            for run_ids in run_ids.chunks(IDS_PER_STATEMENT) {
+                let mut query = QueryBuilder::<Sqlite>::new(INTERRUPT);
+                query
+                    .push_bind(now)
+                    .push(" WHERE status = 'streaming' AND run_id IN (");
+                let mut list = query.separated(", ");
+                for run_id in run_ids {
+                    list.push_bind(run_id);
+                }
+                query.push(")");
+                marked += query.build().execute(&mut *conn).await?.rows_affected();
+            }
+            delete_folded_pieces(conn).await?;
+            return Ok(Outcome::Rows(marked));
         }
         Op::DeleteConversation { id, user_id } => {
             sqlx::query("DELETE FROM conversations WHERE id = ? AND user_id = ?")
@@ -453,13 +463,19 @@ async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sq
     Ok(Outcome::Rows(rows.rows_affected()))
 }
 
-/// A non-empty list as JSON; `None` (NULL) for an empty one.
-fn json_list<T: serde::Serialize>(items: &[T]) -> Option<String> {
-    (!items.is_empty())
-        .then(|| serde_json::to_string(items).ok())
-        .flatten()
-}
+/// Marks answers `interrupted` (those of the WHERE clause that follows the bound
+/// time), their flushed pieces becoming their text, as a finish would write it.
+const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', \
+     content = content || coalesce((SELECT group_concat(p.text, '' ORDER BY p.position) \
+     FROM answer_parts p WHERE p.message_id = messages.id), ''), updated_at = ";
 
-pub(super) fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// Deletes the pieces of answers no longer running: their text holds them.
+async fn delete_folded_pieces(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM answer_parts WHERE message_id IN \
+         (SELECT id FROM messages WHERE status <> 'streaming')",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
