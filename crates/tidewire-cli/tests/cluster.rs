@@ -30,7 +30,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(redis: &str) -> Self {
-        let name = format!("tw_test_{:016x}", rand_u64());
+        let name = format!("tw_test_{:016x}", support::random_u64());
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "redis_url = \"{redis}\"\npostgres_url = \"{pg}\"\nflush_interval = \"50ms\"\n\
@@ -96,18 +96,6 @@ impl Drop for Cluster {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    hasher.finish()
 }
 
 struct Node {
@@ -563,4 +551,55 @@ fn the_settings_are_checked() {
         stderr.contains("redis_url must start with redis://"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_conversation_deleted_on_one_node_takes_its_runs_from_every_node() {
+    let cluster = Cluster::new(REDIS);
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
+    let finished = all_bytes(ask(&a, 5, 500).await).await;
+    let (events, _) = decode(&finished);
+    let finished_run = events[0].data["run_id"].as_str().unwrap().to_owned();
+    let conversation_id = events[0].data["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let live = client()
+        .post(a.url("/api/chat"))
+        .json(&json!({"message": "live", "conversation_id": conversation_id, "options": {"max_tokens": 2000, "tokens_per_second": 20}}))
+        .send()
+        .await
+        .unwrap();
+    let mut live_body = live.bytes_stream();
+    let seen = read_events(&mut live_body, 3).await;
+    let live_run = seen[0].data["run_id"].as_str().unwrap().to_owned();
+    // C follows both, so it holds mirrors of them when the delete comes.
+    for run in [&finished_run, &live_run] {
+        assert_eq!(attach(&c, run, Some(1)).await.status(), 200);
+    }
+    let deleted = client()
+        .delete(b.url(&format!("/api/conversations/{conversation_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for node in [&a, &b, &c] {
+        for run in [&finished_run, &live_run] {
+            let status = client()
+                .get(node.url(&format!("/api/runs/{run}")))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 404, "run {run} on {}", node.base);
+            assert_eq!(attach(node, run, None).await.status(), 404);
+        }
+    }
+    // A's producer stopped: its stream ends.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = live_body.next().await {}
+    })
+    .await
+    .expect("the live run's stream ended");
 }

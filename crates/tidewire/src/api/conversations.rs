@@ -109,6 +109,23 @@ pub async fn delete(
         return Err(not_found(&id));
     }
     state.hub.forget_conversation(&id);
+    if state.hub.cluster().is_some() {
+        // Other nodes may hold its runs too: they go from the shared log and from
+        // every node before the conversation goes.
+        let run_ids: Vec<String> = state
+            .store
+            .list_messages(&id, &caller.user_id)
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|message| message.run_id)
+            .collect();
+        state
+            .hub
+            .forget_everywhere(&run_ids)
+            .await
+            .map_err(super::runs::log_unavailable)?;
+    }
     if state
         .store
         .delete_conversation(&id, &caller.user_id)

@@ -16,7 +16,7 @@ use tidewire_protocol::{Answer, ChatEvent, MessageStatus};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::redis_log::{LogError, RedisLog};
+use super::redis_log::{FORGET, LogError, RedisLog};
 use super::run::{CancelReason, Run};
 use super::{Hub, finished_message, lock};
 use crate::store::{Store, Timestamp, now_millis};
@@ -101,6 +101,9 @@ impl Cluster {
         let mut failing = false;
         loop {
             run.grown_past(sent).await;
+            if run.is_forgotten() {
+                break;
+            }
             let events = run.events_from(sent, usize::MAX);
             if events.is_empty() {
                 if run.is_finished() {
@@ -113,7 +116,9 @@ impl Cluster {
                 .append(run.identity(), sent as u64 + 1, &events)
                 .await
             {
-                Ok(last) => {
+                // Deleted with its conversation: it stays out of the log.
+                Ok(None) => break,
+                Ok(Some(last)) => {
                     if failing {
                         tracing::info!(run_id = run.id(), "the shared log is reachable again");
                         failing = false;
@@ -267,6 +272,12 @@ impl Cluster {
         for event in events.iter().chain(&ending) {
             answer.apply(event);
         }
+        // Store first, as a producer does: a client that sees `done` and reloads
+        // finds the answer as it ended.
+        let message = finished_message(&identity.message_id, answer, MessageStatus::Interrupted);
+        if let Err(error) = store.finish_message(message).await {
+            tracing::warn!(run_id, %error, "storing a dead node's partial answer failed");
+        }
         if let Err(error) = self
             .log
             .append(&identity, events.len() as u64 + 1, &ending)
@@ -274,10 +285,6 @@ impl Cluster {
         {
             tracing::warn!(run_id, %error, "ending a dead node's run in the log failed");
             return true;
-        }
-        let message = finished_message(&identity.message_id, answer, MessageStatus::Interrupted);
-        if let Err(error) = store.finish_message(message).await {
-            tracing::warn!(run_id, %error, "storing a dead node's partial answer failed");
         }
         let _ = self.log.retire(run_id).await;
         true
@@ -332,12 +339,17 @@ pub(super) async fn cancel_listener(
             pubsub.subscribe(&channel).await?;
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
-                let Ok(run_id) = message.get_payload::<String>() else {
+                let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
                 let Some(hub) = hub.upgrade() else {
                     return Ok(());
                 };
+                if let Some(run_id) = payload.strip_prefix(FORGET) {
+                    hub.forget_run(run_id);
+                    continue;
+                }
+                let run_id = payload;
                 if let Some(run) = hub.get(&run_id).filter(|run| !run.is_remote()) {
                     tracing::debug!(run_id, "cancelled from another node");
                     run.cancel(CancelReason::Requested);

@@ -548,6 +548,31 @@ impl Hub {
         })
     }
 
+    /// Forgets runs on every node (their conversation is being deleted): out of
+    /// the shared log, stopped where they are produced, dropped wherever held.
+    pub async fn forget_everywhere(&self, run_ids: &[String]) -> Result<(), LogError> {
+        for run_id in run_ids {
+            self.forget_run(run_id);
+        }
+        match &self.cluster {
+            Some(cluster) => cluster.log().forget(run_ids).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops a run produced here and forgets it (or its mirror).
+    fn forget_run(&self, run_id: &str) {
+        let Some(run) = lock(&self.runs).remove(run_id) else {
+            return;
+        };
+        run.forget();
+        if !run.is_remote() {
+            run.cancel(CancelReason::Requested);
+        }
+        lock(&self.keys)
+            .retain(|_, entry| entry.run.get().is_none_or(|held| !Arc::ptr_eq(held, &run)));
+    }
+
     /// Stops the runs of a conversation and forgets them (before the conversation is
     /// deleted): a deleted conversation's runs are gone on every route at once.
     pub fn forget_conversation(&self, conversation_id: &str) {
@@ -564,6 +589,7 @@ impl Hub {
             return;
         }
         for run in &forgotten {
+            run.forget();
             run.cancel(CancelReason::Requested);
         }
         lock(&self.keys).retain(|_, entry| {

@@ -27,6 +27,10 @@ use tidewire_protocol::ChatEvent;
 
 use super::format::RunIdentity;
 
+/// The prefix of a message on the cancel channel that asks every node to forget
+/// a run, not only to stop it.
+pub const FORGET: &str = "forget:";
+
 /// How long a follower's read waits for new entries before it looks around (is the
 /// run still live? does anyone still follow it?).
 pub const FOLLOW_BLOCK: Duration = Duration::from_millis(1000);
@@ -37,8 +41,12 @@ const BATCH: usize = 512;
 /// Appends events `first..` to a run's stream, skipping those already there, and
 /// answers the stream's last sequence number. A stream that lacks events before
 /// `first` (Redis lost it: a restart without persistence) gets nothing, and the
-/// answer tells the sender where to resend from.
+/// answer tells the sender where to resend from. A run deleted with its
+/// conversation (its tombstone, `KEYS[2]`, exists) gets nothing either: -1.
 const APPEND: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
 local last = 0
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #top > 0 then
@@ -169,6 +177,10 @@ impl RedisLog {
         })
     }
 
+    fn running_ttl(&self) -> Duration {
+        self.retention.max(Duration::from_secs(60))
+    }
+
     fn stream_key(&self, run_id: &str) -> String {
         format!("{}run:{run_id}", self.prefix)
     }
@@ -180,6 +192,10 @@ impl RedisLog {
     /// The pub/sub channel of cancel requests.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.prefix)
+    }
+
+    fn tombstone(&self, run_id: &str) -> String {
+        format!("{}gone:{run_id}", self.prefix)
     }
 
     fn cancel_flag(&self, run_id: &str) -> String {
@@ -204,17 +220,29 @@ impl RedisLog {
 
     /// Appends `events`, numbered from `first`, to the run's stream (with the run's
     /// identity when `first` is 1); answers the stream's last sequence number, which
-    /// is below `first - 1` when Redis lost earlier events and they must be sent again.
+    /// is below `first - 1` when Redis lost earlier events and they must be sent
+    /// again, and `None` when the run was deleted.
     pub async fn append(
         &self,
         identity: &RunIdentity,
         first: u64,
         events: &[ChatEvent],
-    ) -> Result<u64, LogError> {
+    ) -> Result<Option<u64>, LogError> {
         let mut invocation = self.append.key(self.stream_key(&identity.run_id));
-        invocation
-            .arg(first)
-            .arg(millis(self.retention.max(Duration::from_secs(60))));
+        invocation.key(self.tombstone(&identity.run_id));
+        // A finished run stays as long as the retention says, as in memory; a
+        // running one at least a minute past its last write (its lease renewals
+        // extend that).
+        let finished = events
+            .iter()
+            .take(BATCH)
+            .any(|event| matches!(event, ChatEvent::Done(_)));
+        let ttl = if finished {
+            self.retention
+        } else {
+            self.running_ttl()
+        };
+        invocation.arg(first).arg(millis(ttl).max(1));
         if first == 1 {
             // Plain data serializes; an empty identity would only make mirrors fail.
             let entry = serde_json::to_string(&IdentityEntry::from(identity)).unwrap_or_default();
@@ -226,7 +254,8 @@ impl RedisLog {
             invocation.arg(event.name()).arg(event.data_json());
         }
         let mut conn = self.conn.clone();
-        Ok(invocation.invoke_async(&mut conn).await?)
+        let last: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(u64::try_from(last).ok())
     }
 
     /// Renews the leases of runs produced here until `until` (Unix milliseconds),
@@ -243,7 +272,7 @@ impl RedisLog {
             zadd.arg(until).arg(run_id);
         }
         pipe.add_command(zadd).ignore();
-        let ttl = millis(self.retention.max(Duration::from_secs(60)));
+        let ttl = millis(self.running_ttl());
         for run_id in run_ids {
             pipe.cmd("PEXPIRE")
                 .arg(self.stream_key(run_id))
@@ -415,6 +444,41 @@ impl RedisLog {
         Ok(())
     }
 
+    /// Removes runs from the log (their conversation was deleted) and tells every
+    /// node to forget them, stopping the one that produces any of them.
+    pub async fn forget(&self, run_ids: &[String]) -> Result<(), LogError> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let mut del = redis::cmd("DEL");
+        for run_id in run_ids {
+            del.arg(self.stream_key(run_id));
+        }
+        pipe.add_command(del).ignore();
+        for run_id in run_ids {
+            pipe.cmd("SET")
+                .arg(self.tombstone(run_id))
+                .arg(1)
+                .arg("PX")
+                .arg(millis(self.running_ttl()))
+                .ignore()
+                .cmd("SET")
+                .arg(self.cancel_flag(run_id))
+                .arg(1)
+                .arg("PX")
+                .arg(60_000)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(self.cancel_channel())
+                .arg(format!("{FORGET}{run_id}"))
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     /// Claims an idempotency key for `run_id` (a run about to start), or tells who
     /// has it. The claim lasts `ttl`.
     pub async fn claim_key(
@@ -521,11 +585,11 @@ mod tests {
     async fn appends_are_ordered_idempotent_and_report_gaps() {
         let log = log().await;
         let run = identity("r1");
-        assert_eq!(log.append(&run, 1, &tokens(0..3)).await.unwrap(), 3);
+        assert_eq!(log.append(&run, 1, &tokens(0..3)).await.unwrap(), Some(3));
         // A retried batch overlapping what is there adds only what is new.
-        assert_eq!(log.append(&run, 2, &tokens(1..5)).await.unwrap(), 5);
+        assert_eq!(log.append(&run, 2, &tokens(1..5)).await.unwrap(), Some(5));
         // A batch after a gap adds nothing and says where the log ends.
-        assert_eq!(log.append(&run, 9, &tokens(8..9)).await.unwrap(), 5);
+        assert_eq!(log.append(&run, 9, &tokens(8..9)).await.unwrap(), Some(5));
         let events = log.events("r1").await.unwrap();
         assert_eq!(events, tokens(0..5));
         assert_eq!(log.identity("r1").await.unwrap(), Some(run));
@@ -550,7 +614,7 @@ mod tests {
             .unwrap()
         };
         let (read, last) = tokio::join!(waiting, appended);
-        assert_eq!(last, 6);
+        assert_eq!(last, Some(6));
         assert_eq!(
             read.unwrap(),
             vec![(6, ChatEvent::done(MessageStatus::Complete))]
@@ -569,11 +633,17 @@ mod tests {
             .await
             .unwrap();
         // The producer's next batch learns the log is empty...
-        assert_eq!(log.append(&run, 5, &tokens(4..6)).await.unwrap(), 0);
+        assert_eq!(log.append(&run, 5, &tokens(4..6)).await.unwrap(), Some(0));
         // ...and sends everything again, identity first.
-        assert_eq!(log.append(&run, 1, &tokens(0..6)).await.unwrap(), 6);
+        assert_eq!(log.append(&run, 1, &tokens(0..6)).await.unwrap(), Some(6));
         assert_eq!(log.events("r2").await.unwrap(), tokens(0..6));
-        assert_eq!(log.identity("r2").await.unwrap(), Some(run));
+        assert_eq!(log.identity("r2").await.unwrap(), Some(run.clone()));
+        // Deleted with its conversation: gone, and a late append does not bring it back.
+        log.forget(&["r2".to_owned()]).await.unwrap();
+        assert_eq!(log.identity("r2").await.unwrap(), None);
+        assert_eq!(log.append(&run, 7, &tokens(6..7)).await.unwrap(), None);
+        assert_eq!(log.append(&run, 1, &tokens(0..7)).await.unwrap(), None);
+        assert_eq!(log.identity("r2").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -80,6 +80,8 @@ pub struct Run {
     metrics: Option<Arc<Metrics>>,
     /// A mirror of a run another node produces, filled from the shared log.
     remote: bool,
+    /// Its conversation was deleted: it must not reappear in the shared log.
+    forgotten: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Run {
@@ -178,6 +180,7 @@ impl Run {
             subscribers: AtomicUsize::new(0),
             metrics: None,
             remote: false,
+            forgotten: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -188,6 +191,16 @@ impl Run {
             remote: true,
             ..Self::new(identity, usize::MAX)
         }
+    }
+
+    /// Marks the run as deleted with its conversation.
+    pub fn forget(&self) {
+        self.forgotten.store(true, Ordering::Release);
+    }
+
+    /// Whether the run was deleted with its conversation.
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Acquire)
     }
 
     /// Whether this is a mirror of a run another node produces.

@@ -1,5 +1,10 @@
 //! The test harness: the whole server on a random port with a fresh data directory,
 //! and helpers to read its streams.
+//!
+//! With `TIDEWIRE_TEST_SHARED=1`, every server of [`spawn_app_with`] is two nodes
+//! sharing a run log in Redis and a store in PostgreSQL (a key prefix and a schema
+//! of their own): requests go to the first, and [`TestApp::attach`] (the resumes)
+//! to the second, so the hub's suites run against the shared log too.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
@@ -24,6 +29,58 @@ pub struct TestApp {
     pub data_dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     pub handle: JoinHandle<Result<(), tidewire::ServeError>>,
+    /// In shared mode: the second node, which resumes runs, and the schema to drop.
+    pub follower: Option<Box<TestApp>>,
+    shared_schema: Option<String>,
+}
+
+/// Whether the suites run on two nodes sharing Redis and PostgreSQL.
+pub fn shared_mode() -> bool {
+    std::env::var("TIDEWIRE_TEST_SHARED").is_ok_and(|value| value == "1")
+}
+
+/// Points `config` at the machine's Redis and PostgreSQL under a fresh prefix and
+/// schema; returns the schema.
+pub fn share(config: &mut Config) -> String {
+    let name = format!("tw_test_{:016x}", random_u64());
+    let redis = std::env::var("TIDEWIRE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let postgres = std::env::var("TIDEWIRE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    config.redis_url = Some(redis.parse().unwrap());
+    config.postgres_url = Some(postgres.parse().unwrap());
+    config.cluster.redis_prefix = format!("{name}:");
+    config.cluster.postgres_schema = Some(name.clone());
+    config.cluster.lease = Duration::from_secs(1);
+    name
+}
+
+/// A random number from the standard library's hasher seeds (no rand crate in
+/// every crate that includes this harness).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(schema) = &self.shared_schema {
+            let postgres = std::env::var("TIDEWIRE_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let _ = std::process::Command::new("psql")
+                .args([postgres.as_str(), "-q", "-c"])
+                .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// Runs a setup script of the repository (`sdk/setup.sh`, `web/setup.sh`: they
@@ -79,6 +136,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     };
     config.llm.default = "synthetic".into();
     adjust(&mut config);
+    if shared_mode() && config.redis_url.is_none() {
+        let schema = share(&mut config);
+        let mut leader = spawn_on(config.clone(), data_dir).await;
+        let follower = spawn_on(config, tempfile::tempdir().unwrap()).await;
+        leader.follower = Some(Box::new(follower));
+        leader.shared_schema = Some(schema);
+        return leader;
+    }
     spawn_on(config, data_dir).await
 }
 
@@ -108,6 +173,8 @@ pub async fn spawn_app_and_state(
         data_dir,
         shutdown: Some(tx),
         handle,
+        follower: None,
+        shared_schema: None,
     };
     (app, state)
 }
@@ -185,6 +252,8 @@ pub async fn spawn_on(mut config: Config, data_dir: TempDir) -> TestApp {
         data_dir,
         shutdown: Some(tx),
         handle,
+        follower: None,
+        shared_schema: None,
     }
 }
 
@@ -222,11 +291,18 @@ impl TestApp {
         (status, response.json().await.unwrap())
     }
 
-    /// `GET /api/runs/{id}/events` after `last_event_id`.
+    /// The node that resumes runs: the second one in shared mode, else this one.
+    pub fn resumer(&self) -> &TestApp {
+        self.follower.as_deref().unwrap_or(self)
+    }
+
+    /// `GET /api/runs/{id}/events` after `last_event_id` (on the second node in
+    /// shared mode).
     pub async fn attach(&self, run_id: &str, last_event_id: Option<usize>) -> reqwest::Response {
+        let node = self.resumer();
         let mut request = self
             .client
-            .get(self.url(&format!("/api/runs/{run_id}/events")));
+            .get(node.url(&format!("/api/runs/{run_id}/events")));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
@@ -263,14 +339,19 @@ impl TestApp {
 
     /// Asks the server to shut down and waits for it.
     pub async fn shutdown(mut self) -> (Result<(), tidewire::ServeError>, TempDir) {
+        if let Some(follower) = self.follower.take() {
+            let _ = Box::pin(follower.shutdown()).await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let result = tokio::time::timeout(Duration::from_secs(60), self.handle)
+        let handle = std::mem::replace(&mut self.handle, tokio::spawn(async { Ok(()) }));
+        let result = tokio::time::timeout(Duration::from_secs(60), handle)
             .await
             .unwrap()
             .unwrap();
-        (result, self.data_dir)
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        (result, data_dir)
     }
 }
 
