@@ -30,15 +30,22 @@ struct Cluster {
 
 impl Cluster {
     fn new(redis: &str) -> Self {
+        Self::with(
+            redis,
+            "[documents]\nseed_docs = false\n\
+             [pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n",
+        )
+    }
+
+    /// A cluster whose nodes have `tables` (TOML) in their configuration.
+    fn with(redis: &str, tables: &str) -> Self {
         let name = format!("tw_test_{:016x}", support::random_u64());
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "redis_url = \"{redis}\"\npostgres_url = \"{pg}\"\nflush_interval = \"50ms\"\n\
              drain_timeout = \"300ms\"\n\
              [cluster]\nlease = \"1s\"\nredis_prefix = \"{name}:\"\npostgres_schema = \"{name}\"\n\
-             [llm]\ndefault = \"synthetic\"\n\
-             [documents]\nseed_docs = false\n\
-             [pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n",
+             [llm]\ndefault = \"synthetic\"\n{tables}",
             pg = postgres(),
         );
         std::fs::write(dir.path().join("tidewire.toml"), config).unwrap();
@@ -602,4 +609,61 @@ async fn a_conversation_deleted_on_one_node_takes_its_runs_from_every_node() {
     })
     .await
     .expect("the live run's stream ended");
+}
+
+#[tokio::test]
+async fn every_node_indexes_the_documents_the_shared_store_records() {
+    let cluster = Cluster::with(REDIS, "[pipeline]\nscoring = false\nfollow_ups = false\n");
+    // Two nodes seed tidewire's documentation at once, a third joins later with
+    // an empty index: each finds the documents, and none forgets the others'.
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let sources = |node: &Node| {
+        let url = node.url("/api/chat");
+        async move {
+            let answer: Value = client()
+                .post(url)
+                .json(&json!({"message": "How do I resume a stream with Last-Event-ID?", "stream": false}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["sources"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in [&a, &b] {
+        while sources(node).await == 0 {
+            assert!(Instant::now() < deadline, "{} found no sources", node.base);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let listed = |node: &Node| {
+        let url = node.url("/api/documents");
+        async move {
+            let body: Value = client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["documents"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let documents = listed(&a).await;
+    assert!(documents > 0);
+    let c = cluster.node("c");
+    while sources(&c).await == 0 {
+        assert!(Instant::now() < deadline, "the late node found no sources");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        listed(&a).await,
+        documents,
+        "the late node forgot no record"
+    );
+    assert!(sources(&a).await > 0);
 }

@@ -21,15 +21,20 @@ pub(super) struct Prepared {
     pub(super) chunks: Option<Vec<Chunk>>,
 }
 
-/// Compares `upload` with the record it would replace and, if its bytes differ,
-/// reads and cuts it (keeping the record's id, so chunk ids stay stable).
+/// Compares `upload` with the record it would replace and, if its bytes differ
+/// (or this node's index lacks its chunks: a store shared with other nodes may
+/// record a document only they indexed), reads and cuts it (keeping the record's
+/// id, so chunk ids stay stable).
 pub(super) fn prepare(
     upload: &Upload,
     existing: Option<&DocumentRecord>,
+    indexed_here: &dyn Fn(&str) -> bool,
     settings: &ChunkSettings,
 ) -> Result<Prepared, LibraryError> {
     let hash = hex_sha256(&upload.bytes);
-    if let Some(record) = existing.filter(|record| record.content_hash == hash) {
+    if let Some(record) =
+        existing.filter(|record| record.content_hash == hash && indexed_here(&record.id))
+    {
         return Ok(Prepared {
             record: record.clone(),
             status: IngestStatus::Unchanged,

@@ -238,13 +238,24 @@ impl Library {
                 existing,
             });
         }
+        // Among nodes sharing a store, a recorded document may be missing from this
+        // node's index; alone, the index and the records agree (reconciled at start).
+        let indexed: Option<Arc<HashSet<String>>> = if self.store.is_shared() {
+            Some(Arc::new(self.index.document_ids().await?))
+        } else {
+            None
+        };
+        let here = {
+            let indexed = indexed.clone();
+            move |id: &str| indexed.as_ref().is_none_or(|ids| ids.contains(id))
+        };
         // Reading and cutting is the slow part: it runs before the write lock, so
         // one large file does not hold up the other writes.
         let settings = self.settings.chunks;
         let (plans, prepared) = blocking(move || {
             let prepared: Result<Vec<Prepared>, LibraryError> = plans
                 .iter()
-                .map(|plan| prepare(&plan.upload, plan.existing.as_ref(), &settings))
+                .map(|plan| prepare(&plan.upload, plan.existing.as_ref(), &here, &settings))
                 .collect();
             (plans, prepared)
         })
@@ -263,8 +274,12 @@ impl Library {
             if basis(&now) == basis(&plan.existing) {
                 ready.push(prepared);
             } else {
-                ready
-                    .push(blocking(move || prepare(&plan.upload, now.as_ref(), &settings)).await??);
+                let indexed = indexed.clone();
+                let here = move |id: &str| indexed.as_ref().is_none_or(|ids| ids.contains(id));
+                ready.push(
+                    blocking(move || prepare(&plan.upload, now.as_ref(), &here, &settings))
+                        .await??,
+                );
             }
         }
         let changes: Vec<Change> = ready
@@ -378,7 +393,7 @@ impl Library {
     /// their files are ingested again rather than found unchanged.
     async fn reconcile(&self, created: bool) -> Result<(), LibraryError> {
         let records = self.store.list_documents(None).await?;
-        if created && !records.is_empty() {
+        if created && !records.is_empty() && !self.store.is_shared() {
             tracing::warn!(
                 documents = records.len(),
                 "the index is new but documents are recorded; forgetting them so they are ingested again"
@@ -413,7 +428,7 @@ impl Library {
             return;
         }
         let started = std::time::Instant::now();
-        let uploads = seed::DOCS
+        let uploads: Vec<Upload> = seed::DOCS
             .iter()
             .map(|doc| Upload {
                 name: doc.name.to_owned(),
@@ -423,7 +438,21 @@ impl Library {
                 collection: seed::COLLECTION.to_owned(),
             })
             .collect();
-        match self.ingest_many(uploads).await {
+        // Nodes sharing a store and started together seed at once: one of two that
+        // record the same document first wins, and the other tries again (finding
+        // the record, it indexes the document under its id).
+        let mut attempts = 1;
+        let seeded = loop {
+            match self.ingest_many(uploads.clone()).await {
+                Err(error) if attempts < 3 && self.store.is_shared() => {
+                    tracing::debug!(%error, "seeding met another node's; trying again");
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                seeded => break seeded,
+            }
+        };
+        match seeded {
             Ok(outcomes) => tracing::info!(
                 documents = outcomes.len(),
                 chunks = outcomes.iter().map(|outcome| outcome.chunks).sum::<u64>(),

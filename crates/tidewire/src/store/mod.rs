@@ -317,6 +317,11 @@ pub trait Store: Send + Sync + 'static {
     /// answers of these runs that are still `streaming`. Returns how many were
     /// marked.
     async fn interrupt_runs(&self, run_ids: Vec<String>) -> Result<u64, StoreError>;
+    /// Whether other tidewire nodes share this store (their records are not this
+    /// node's to reconcile with its own files).
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Whether the store answers (a trivial read), for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Whether the conversation exists and is `user_id`'s.

@@ -347,6 +347,10 @@ const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, \
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn start_turn(&self, turn: NewTurn) -> Result<Turn, StoreError> {
         retrying(|| self.start_turn_once(&turn)).await
     }
