@@ -473,6 +473,22 @@ def write_report(results, out, quick):
                 add(line)
         add("")
 
+    # The shared run log: bench/cluster.sh writes its table.
+    cluster_md = os.path.join(results, "cluster.md")
+    if os.path.exists(cluster_md):
+        add("## More than one machine: the run log in Redis")
+        add("")
+        add("`bash bench/cluster.sh`: burst (one node) and fan-out (the run produced on one node,")
+        add("its subscribers on a second: every event crosses Redis) with runs shared through")
+        add("Redis Streams, beside the same workloads with the in-process log, in alternating")
+        add("rounds of the same run; the median of the rounds. Redis's CPU is read from /proc,")
+        add("its commands from `INFO commandstats`; tidewire's CPU counts both nodes.")
+        add("")
+        with open(cluster_md) as f:
+            for line in f.read().splitlines():
+                add(line)
+        add("")
+
     # Tool calls: the benchmark prints its own Markdown table.
     tools = os.path.join(results, "tools.md")
     if os.path.exists(tools):

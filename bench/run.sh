@@ -193,6 +193,9 @@ fi
 log "metrics on and off (bench/metrics.sh)"
 RESULTS="$RESULTS" bash bench/metrics.sh >/dev/null
 
+log "the run log in Redis beside the in-process one (bench/cluster.sh)"
+RESULTS="$RESULTS" bash bench/cluster.sh >/dev/null || log "bench/cluster.sh failed; its section is left out"
+
 log "tool call benchmark (cargo bench -p tidewire-mcp-fixture --bench tool_call)"
 cargo bench -p tidewire-mcp-fixture --bench tool_call --quiet >"$RESULTS/tools.md" 2>"$RESULTS/tools.stderr"
 

@@ -212,6 +212,18 @@ async fn a_final_store_write_that_keeps_failing_is_reported_in_the_stream() {
         stream.events[names.len() - 2].data["code"],
         "answer_not_stored"
     );
+    // Once the database takes writes again, the answer is stored after all.
+    sqlx::query("DROP TRIGGER refuse_finish")
+        .execute(&db)
+        .await
+        .unwrap();
+    let conversation = stream.conversation_id();
+    app.eventually(Duration::from_secs(15), || async {
+        let messages = app.messages(&conversation).await;
+        (messages[1]["status"] == "complete" && messages[1]["content"] == stream.text())
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

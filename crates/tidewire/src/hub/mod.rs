@@ -33,6 +33,11 @@ pub use format::{EventEncoder, RunIdentity, WireFormat};
 pub use redis_log::{LogError, RedisLog};
 pub use run::{Batch, CancelReason, Run, Subscription};
 
+/// After the failure is reported, how often and how long a finished answer is
+/// still offered to the store.
+const LATE_FINISH_EVERY: Duration = Duration::from_secs(5);
+const LATE_FINISH_FOR: Duration = Duration::from_secs(600);
+
 /// Attempts at storing a finished answer before the failure is reported.
 const FINISH_ATTEMPTS: u32 = 6;
 /// The wait before the second attempt; it doubles after each failure (about 3 s in
@@ -813,12 +818,34 @@ async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
     // Store first: a client that sees `done` and reloads the conversation finds the
     // final answer.
     let finished = finished_message(run.message_id(), run.answer(), status);
-    if !store_finished(hub.store.as_ref(), &run, finished).await {
+    if !store_finished(hub.store.as_ref(), &run, finished.clone()).await {
         run.append(ChatEvent::error(
             "answer_not_stored",
-            "the answer could not be saved; it is complete in this stream only",
+            "the answer could not be saved yet; the server keeps trying while it runs",
             true,
         ));
+        // The database may be away for longer than the attempts above: the answer
+        // is kept and written once it is back (the write is idempotent).
+        let store = Arc::clone(&hub.store);
+        let run_id = run.id().to_owned();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + LATE_FINISH_FOR;
+            while Instant::now() < deadline {
+                tokio::time::sleep(LATE_FINISH_EVERY).await;
+                match store.finish_message(finished.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(run_id, "the answer was stored late");
+                        return;
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(_) => {}
+                }
+            }
+            tracing::error!(
+                run_id,
+                "the answer could not be stored in {LATE_FINISH_FOR:?}; it is lost"
+            );
+        });
     }
     run.append(ChatEvent::done(status));
     hub.retain(&run, job.key);
