@@ -17,6 +17,11 @@ import sys
 
 PACED_BAR_MS = 100.0
 
+# The servers compared, by the name in their result files, and their column labels.
+# A peer with no result file (an older run, or no `node` on the machine) shows "–".
+PEERS = [("peer", "sse-starlette"), ("node", "Node http")]
+SERVERS = [("tidewire", "tidewire")] + PEERS
+
 
 def load(path):
     try:
@@ -47,6 +52,22 @@ def ratio(ours, theirs, higher_is_better=True):
         return "–"
     r = ours / theirs if higher_is_better else theirs / ours
     return f"**{r:,.1f}×**"
+
+
+def compare_header():
+    """The header of a table with one column per server and tidewire's ratio to each peer."""
+    labels = [label for _, label in SERVERS]
+    vs = [f"tidewire vs {label}" for _, label in PEERS]
+    return "| | " + " | ".join(labels + vs) + " |\n|---|" + "---:|" * (len(labels) + len(vs))
+
+
+def compare_row(label, results, fn, digits, better):
+    """One row of that table: `fn` of each server's results; the ratios when `better`
+    (True: higher is better, False: lower is) is not None."""
+    values = {server: (fn(results[server]) if results.get(server) else None) for server, _ in SERVERS}
+    cells = [fmt(values[server], digits) for server, _ in SERVERS]
+    cells += [ratio(values["tidewire"], values[server], better) if better is not None else "" for server, _ in PEERS]
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def machine():
@@ -145,7 +166,7 @@ def write_report(results, out, quick):
     add("# Benchmarks")
     add("")
     add("Every figure below was printed by one run of `bash bench/run.sh` on the machine")
-    add("described here, tidewire and the peer measured in the same run. Rerun the script")
+    add("described here, tidewire and the peers measured in the same run. Rerun the script")
     add("to reproduce them; this machine is noisy, so compare ratios, not absolute values.")
     if quick == "1":
         add("")
@@ -155,16 +176,27 @@ def write_report(results, out, quick):
     add(f"- Date: {m['date']}, commit `{m['commit']}`")
     add("- tidewire: `tidewire serve` (release build), SQLite in a fresh temporary directory,")
     add("  the synthetic backend; every turn is stored. A fresh server for each workload.")
-    add("- Peer: `bench/peers/app.py`, FastAPI + sse-starlette on uvicorn (uvloop, httptools),")
-    add("  2 worker processes (1 for the fan-out, whose runs live in one process's memory),")
-    add("  streaming the same events with the same design (a run task writing an in-memory")
-    add("  log that every stream follows). It stores nothing.")
+    add("- sse-starlette: the peer `bench/peers/app.py`, FastAPI + sse-starlette on uvicorn")
+    add("  (uvloop, httptools), 2 worker processes (1 for the fan-out, whose runs live in one")
+    add("  process's memory), streaming the same events with the same design (a run task")
+    add("  writing an in-memory log that every stream follows). It stores nothing.")
+    node_version = None
+    try:
+        with open(os.path.join(results, "node-version.txt")) as f:
+            node_version = f.read().strip() or None
+    except OSError:
+        pass
+    if any(f.endswith(".node.json") for f in os.listdir(results)):
+        add("- Node http: the peer `bench/peers/node/server.mjs`, the same contract and design on")
+        add("  Node's built-in `http` module" + (f" (Node {node_version})" if node_version else "")
+            + ", no npm dependency; 2 worker processes")
+        add("  (`node:cluster`; 1 for the fan-out), as the Python peer. It stores nothing.")
     add("- Load: `tidewire bench` (decodes with tidewire-sse) on the same machine, to 127.0.0.1.")
     add("  Server CPU and memory are read from `/proc` (`--server-pid`, children included).")
     add("")
 
     # Summary against the bars and aims of the benchmark's specification.
-    tb, pb = r("burst", "tidewire"), r("burst", "peer")
+    tb, pb, nb = r("burst", "tidewire"), r("burst", "peer"), r("burst", "node")
     ti, to, tu = r("idle", "tidewire"), r("overhead", "tidewire"), r("upstream", "tidewire")
     cs_all = sorted({int(re.match(r"paced-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"paced-\d+\.", f) and f.endswith(".json")})
     paced_best = max([c for c in cs_all if paced_ok(r(f"paced-{c}", "tidewire"))], default=None)
@@ -180,6 +212,11 @@ def write_report(results, out, quick):
         cpu = pb["server"]["cpu_us_per_event"] / tb["server"]["cpu_us_per_event"]
         add(f"| burst events/s vs the peer | at least 10× (bar) | {ev:.1f}× | {met(ev >= 10)} |")
         add(f"| burst server CPU per event vs the peer | at most a tenth (bar) | a {cpu:.1f}th | {met(cpu >= 10)} |")
+    if tb and nb:
+        ev = tb["events_per_s"] / nb["events_per_s"]
+        cpu = nb["server"]["cpu_us_per_event"] / tb["server"]["cpu_us_per_event"]
+        add(f"| burst events/s vs Node http | ahead (aim) | {ev:.1f}× | {met(ev > 1)} |")
+        add(f"| burst server CPU per event vs Node http | less (aim) | a {cpu:.1f}th | {met(cpu > 1)} |")
     td = r("burst-dialect", "tidewire")
     if tb and td:
         x = td["events_per_s"] / tb["events_per_s"]
@@ -207,9 +244,9 @@ def write_report(results, out, quick):
     if otu and oul:
         x = oul["overhead_p50_ms"] / otu["overhead_p50_ms"]
         add(f"| time added before the first token vs LiteLLM's, p50 | a tenth or less (aim) | a {x:,.0f}th | {met(x >= 10)} |")
-    ratio = metrics_ratio(results)
-    if ratio is not None:
-        add(f"| burst events/s with metrics on vs off | within 3 % (aim) | {ratio:.1f} % | {met(abs(ratio - 100) <= 3 or ratio > 100)} |")
+    metrics_pct = metrics_ratio(results)
+    if metrics_pct is not None:
+        add(f"| burst events/s with metrics on vs off | within 3 % (aim) | {metrics_pct:.1f} % | {met(abs(metrics_pct - 100) <= 3 or metrics_pct > 100)} |")
     search = retrieval_p99(results)
     if search:
         chunks, p99 = search
@@ -237,16 +274,18 @@ def write_report(results, out, quick):
         add(f"`tidewire bench burst -c {tb['concurrency']} -n {tb['requests']} --tokens 100`: "
             f"{tb['concurrency']} concurrent streams, {tb['requests']} requests, 104 events each.")
     add("")
-    add("| | tidewire | peer | tidewire vs peer |")
-    add("|---|---:|---:|---:|")
+    add(compare_header())
+    burst = {server: r("burst", server) for server, _ in SERVERS}
     def row(label, key, fn, better=True, digits=1):
-        a = fn(tb) if tb else None
-        b = fn(pb) if pb else None
-        add(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(a, b, better) if key else ''} |")
+        add(compare_row(label, burst, fn, digits, better if key else None))
     row("events/s", True, lambda x: x.get("events_per_s"), True, 0)
     row("requests/s", True, lambda x: x.get("requests_per_s"), True, 0)
     row("server CPU µs per event", True, lambda x: (x.get("server") or {}).get("cpu_us_per_event"), False, 2)
     row("time to first event p50 (ms)", False, lambda x: x["time_to_first_event"]["p50_ms"], digits=2)
+    row("time to first event p99 (ms)", False, lambda x: x["time_to_first_event"]["p99_ms"], digits=2)
+    row("time to last event p50 (ms)", False, lambda x: x["time_to_last_event"]["p50_ms"], digits=2)
+    row("time to last event p99 (ms)", False, lambda x: x["time_to_last_event"]["p99_ms"], digits=2)
+    row("errors", False, lambda x: x.get("errors"), digits=0)
     td = r("burst-dialect", "tidewire")
     if tb and td:
         add("")
@@ -262,10 +301,6 @@ def write_report(results, out, quick):
         ]:
             a, b = fn(tb), fn(td)
             add(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(b, a, better)} |")
-    row("time to first event p99 (ms)", False, lambda x: x["time_to_first_event"]["p99_ms"], digits=2)
-    row("time to last event p50 (ms)", False, lambda x: x["time_to_last_event"]["p50_ms"], digits=2)
-    row("time to last event p99 (ms)", False, lambda x: x["time_to_last_event"]["p99_ms"], digits=2)
-    row("errors", False, lambda x: x.get("errors"), digits=0)
     add("")
 
     # Paced.
@@ -274,13 +309,14 @@ def write_report(results, out, quick):
     add("Lateness of each token against its schedule (first token + k / 20 s), over every")
     add("token of every stream. The bar: p99 under 100 ms with no error.")
     add("")
-    add("| concurrent streams | tidewire p50 / p99 / max (ms) | errors | peer p50 / p99 / max (ms) | errors |")
-    add("|---:|---|---:|---|---:|")
-    best = {"tidewire": None, "peer": None}
+    add("| concurrent streams | " + " | ".join(f"{label} p50 / p99 / max (ms) | errors" for _, label in SERVERS) + " |")
+    add("|---:|" + "---|---:|" * len(SERVERS))
+    best = {server: None for server, _ in SERVERS}
     cs = sorted({int(re.match(r"paced-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"paced-\d+\.", f) and f.endswith(".json")})
+    ran = {server: [c for c in cs if r(f"paced-{c}", server)] for server, _ in SERVERS}
     for c in cs:
         cells = []
-        for server in ("tidewire", "peer"):
+        for server, _ in SERVERS:
             x = r(f"paced-{c}", server)
             if x:
                 late = x.get("lateness") or {}
@@ -288,15 +324,18 @@ def write_report(results, out, quick):
                 cells.append(fmt(x.get("errors"), 0))
                 if paced_ok(x):
                     best[server] = c
-            else:
+            elif any(smaller < c for smaller in ran[server]):
                 cells += ["not run (a smaller load missed the bar)", "–"]
+            else:
+                cells += ["–", "–"]
         add(f"| {c:,} | " + " | ".join(cells) + " |")
     add("")
-    add(f"Largest concurrency meeting the bar: tidewire **{fmt(best['tidewire'], 0)}**, peer **{fmt(best['peer'], 0)}**.")
+    add("Largest concurrency meeting the bar: " + ", ".join(f"{label} **{fmt(best[server], 0)}**" for server, label in SERVERS) + ".")
     add("")
 
     # Idle.
-    ti, pi = r("idle", "tidewire"), r("idle", "peer")
+    idle = {server: r("idle", server) for server, _ in SERVERS}
+    ti = idle["tidewire"]
     add("## Idle: open streams held")
     add("")
     if ti:
@@ -304,15 +343,13 @@ def write_report(results, out, quick):
         add("token and waits for the next; memory per stream is the server's resident memory")
         add("with every stream open, minus before, divided by the streams.")
     add("")
-    add("| | tidewire | peer | tidewire vs peer |")
-    add("|---|---:|---:|---:|")
+    add(compare_header())
     for label, fn, better in [
         ("streams opened", lambda x: x.get("opened"), True),
         ("still open after the hold", lambda x: x.get("still_open"), True),
         ("server memory per stream (bytes)", lambda x: x.get("server_bytes_per_stream"), False),
     ]:
-        a, b = (fn(ti) if ti else None), (fn(pi) if pi else None)
-        add(f"| {label} | {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b, better) if 'memory' in label else ''} |")
+        add(compare_row(label, idle, fn, 0, better if "memory" in label else None))
     add("")
 
     # Fan-out.
@@ -321,12 +358,12 @@ def write_report(results, out, quick):
     add("One run of 400 tokens at 20 tokens/s; N clients attach to its events URL. Lateness")
     add("counts only the events produced after a subscriber attached (earlier ones are replay).")
     add("")
-    add("| subscribers | tidewire events/s | lateness p50 / p99 (ms) | errors | peer events/s | lateness p50 / p99 (ms) | errors |")
-    add("|---:|---:|---|---:|---:|---|---:|")
+    add("| subscribers | " + " | ".join(f"{label} events/s | lateness p50 / p99 (ms) | errors" for _, label in SERVERS) + " |")
+    add("|---:|" + "---:|---|---:|" * len(SERVERS))
     ns = sorted({int(re.match(r"fanout-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"fanout-\d+\.", f) and f.endswith(".json")})
     for n in ns:
         cells = []
-        for server in ("tidewire", "peer"):
+        for server, _ in SERVERS:
             x = r(f"fanout-{n}", server)
             if x:
                 late = x.get("lateness") or {}
@@ -337,7 +374,7 @@ def write_report(results, out, quick):
     add("")
 
     # Overhead.
-    to, po = r("overhead", "tidewire"), r("overhead", "peer")
+    to = r("overhead", "tidewire")
     add("## Gateway overhead: time to first token")
     add("")
     add("Sequential requests (`tidewire bench overhead`), one token each: time from sending")
@@ -352,8 +389,10 @@ def write_report(results, out, quick):
         add(f"| tidewire: first token over HTTP | {fmt(to['through_server']['p50_ms'], 3)} | {fmt(to['through_server']['p99_ms'], 3)} |")
         add(f"| the generation in process | {fmt(to['in_process']['p50_ms'], 3)} | {fmt(to['in_process']['p99_ms'], 3)} |")
         add(f"| **tidewire overhead** | **{fmt(to['overhead_p50_ms'], 3)}** | **{fmt(to['overhead_p99_ms'], 3)}** |")
-    if po:
-        add(f"| peer: first token over HTTP | {fmt(po['through_server']['p50_ms'], 3)} | {fmt(po['through_server']['p99_ms'], 3)} |")
+    for server, label in PEERS:
+        po = r("overhead", server)
+        if po:
+            add(f"| {label}: first token over HTTP | {fmt(po['through_server']['p50_ms'], 3)} | {fmt(po['through_server']['p99_ms'], 3)} |")
     add("")
 
     # In front of a model server.
@@ -509,12 +548,12 @@ def write_report(results, out, quick):
     add("Its own CPU time, read from `/proc/self/stat`, as a share of one core over each")
     add("workload's wall time (the machine has two):")
     add("")
-    add("| workload | tidewire run | peer run |")
-    add("|---|---:|---:|")
+    add("| workload | " + " | ".join(f"{label} run" for _, label in SERVERS) + " |")
+    add("|---|" + "---:|" * len(SERVERS))
     names = ["burst", "burst-dialect", "overhead"] + [f"paced-{c}" for c in cs] + ["idle"] + [f"fanout-{n}" for n in ns] + ["upstream"]
     for name in names:
         cells = []
-        for server in ("tidewire", "peer"):
+        for server, _ in SERVERS:
             x = r(name, server)
             share = ((x or {}).get("loadgen") or {}).get("cpu_share_of_one_core")
             cells.append(f"{share * 100:.0f} %" if share is not None else "–")
@@ -526,7 +565,7 @@ def write_report(results, out, quick):
     add("## Commands")
     add("")
     add("```sh")
-    add("bash bench/run.sh      # builds, installs the peer in bench/.venv, runs all, writes this file")
+    add("bash bench/run.sh      # builds, installs the Python peer in bench/.venv, runs all, writes this file")
     add("bash bench/openai.sh   # the OpenAI route and LiteLLM alone (run.sh runs it too)")
     add("```")
     add("")

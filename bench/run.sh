@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds tidewire in release mode, installs the peer (FastAPI + sse-starlette) in a
-# local venv, runs every workload against both in the same run, and writes
-# BENCHMARKS.md from what it measured. All traffic goes to 127.0.0.1; every load is
-# bounded in count and time; every process started here is stopped on exit.
+# local venv, runs every workload against tidewire, that peer and the Node.js peer
+# (bench/peers/node/server.mjs: Node's built-in http, nothing to install) in the
+# same run, and writes BENCHMARKS.md from what it measured. All traffic goes to
+# 127.0.0.1; every load is bounded in count and time; every process started here is
+# stopped on exit.
 #
-#   bash bench/run.sh            # everything (about 15 minutes on 2 cores)
+#   bash bench/run.sh            # everything (about 15 minutes on 2 cores before
+#                                # the Node peer was added; its workloads add to it)
 #   QUICK=1 bash bench/run.sh    # smaller loads, for a smoke run (not for the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +15,11 @@ ROOT=$(pwd)
 RESULTS=${RESULTS:-$ROOT/bench/results}
 TW_PORT=${TW_PORT:-18080}
 PEER_PORT=${PEER_PORT:-18081}
+NODE_PORT=${NODE_PORT:-18082}
 MOCK_PORT=${MOCK_PORT:-18090}
 QUICK=${QUICK:-0}
 mkdir -p "$RESULTS"
-rm -f "$RESULTS"/*.json
+rm -f "$RESULTS"/*.json "$RESULTS/node-version.txt"
 RUN_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then RUN_COMMIT="$RUN_COMMIT (with uncommitted changes)"; fi
 
@@ -44,6 +48,15 @@ log "installing the peer into bench/.venv"
 if [ ! -x bench/.venv/bin/uvicorn ]; then
     python3 -m venv bench/.venv
     bench/.venv/bin/pip install --quiet --disable-pip-version-check -r bench/peers/requirements.txt
+fi
+
+SERVERS=(tidewire peer)
+if command -v node >/dev/null 2>&1; then
+    node --version >"$RESULTS/node-version.txt"
+    log "the Node peer runs on $(cat "$RESULTS/node-version.txt")"
+    SERVERS+=(node)
+else
+    log "node not found: the Node peer is left out"
 fi
 
 wait_healthy() {
@@ -83,14 +96,24 @@ start_peer() {
     wait_healthy "http://127.0.0.1:$PEER_PORT"
 }
 
+# The Node peer in the Python peer's shape: N worker processes (node:cluster).
+start_node_peer() {
+    local workers=$1
+    node bench/peers/node/server.mjs --port "$NODE_PORT" --workers "$workers" \
+        >"$RESULTS/node.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_healthy "http://127.0.0.1:$NODE_PORT"
+}
+
 stop_server() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
 }
 
-# bench NAME SERVER(tidewire|peer) WORKLOAD ARGS...: a fresh server per workload, so
-# one workload's leftovers never weigh on the next.
+# bench NAME SERVER(tidewire|peer|node) WORKLOAD ARGS...: a fresh server per
+# workload, so one workload's leftovers never weigh on the next.
 bench() {
     local name=$1 server=$2 workload=$3
     shift 3
@@ -98,6 +121,10 @@ bench() {
     if [ "$server" = tidewire ]; then
         start_tidewire
         url="http://127.0.0.1:$TW_PORT/api/chat"
+    elif [ "$server" = node ]; then
+        # As the Python peer: 2 workers, 1 for the fan-out.
+        if [ "$workload" = fanout ]; then start_node_peer 1; else start_node_peer 2; fi
+        url="http://127.0.0.1:$NODE_PORT/api/chat"
     else
         # The fan-out needs every stream in one process (runs live in its memory).
         if [ "$workload" = fanout ]; then start_peer 1; else start_peer 2; fi
@@ -129,7 +156,7 @@ else
     UPSTREAM=(-n 3000)
 fi
 
-for server in tidewire peer; do
+for server in "${SERVERS[@]}"; do
     bench burst "$server" burst "${BURST[@]}"
     if [ "$server" = tidewire ]; then
         # The same burst on a dialect route (the portfolio assistant's, seed 002):
