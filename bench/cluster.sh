@@ -38,24 +38,30 @@ printf "$BASE" >"$RESULTS/cluster-config-local.toml"
 printf "redis_url = \"$REDIS_URL\"\n$BASE\n[cluster]\nredis_prefix = \"tw_bench:\"\n" >"$RESULTS/cluster-config-redis.toml"
 
 cpu_ticks() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
+# Every command Redis ran (those inside scripts included), and the round trips of
+# the log's appends (script calls).
 redis_calls() {
     redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' \
         | sed -n 's/.*:calls=\([0-9]*\),.*/\1/p' | awk '{s += $1} END {print s + 0}'
+}
+redis_scripts() {
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' \
+        | sed -n 's/^cmdstat_eval[a-z_]*:calls=\([0-9]*\),.*/\1/p' | awk '{s += $1} END {print s + 0}'
 }
 
 # measure NAME -- COMMAND...: runs the workload, then adds Redis's CPU and command
 # count during it, and the second node's CPU, to the JSON line it printed.
 measure() {
     local name=$1; shift 2
-    local cpu0 calls0 cpu1 calls1 b0 b1
-    cpu0=$(cpu_ticks "$REDIS_PID"); calls0=$(redis_calls); b0=$(cpu_ticks "$PID2")
+    local cpu0 calls0 scripts0 cpu1 calls1 scripts1 b0 b1
+    cpu0=$(cpu_ticks "$REDIS_PID"); calls0=$(redis_calls); scripts0=$(redis_scripts); b0=$(cpu_ticks "$PID2")
     "$@" --json 2>"$RESULTS/$name.stderr" | tail -n 1 >"$RESULTS/$name.raw" || true
-    cpu1=$(cpu_ticks "$REDIS_PID"); calls1=$(redis_calls); b1=$(cpu_ticks "$PID2")
+    cpu1=$(cpu_ticks "$REDIS_PID"); calls1=$(redis_calls); scripts1=$(redis_scripts); b1=$(cpu_ticks "$PID2")
     python3 - "$RESULTS/$name.raw" "$(( (cpu1 - cpu0) * 1000000 / TICKS ))" "$(( calls1 - calls0 ))" \
-        "$(( (b1 - b0) * 1000000 / TICKS ))" >"$RESULTS/$name.json" <<'PY' || true
+        "$(( (b1 - b0) * 1000000 / TICKS ))" "$(( scripts1 - scripts0 ))" >"$RESULTS/$name.json" <<'PY' || true
 import json, sys
 x = json.load(open(sys.argv[1]))
-x["redis"] = {"cpu_us": int(sys.argv[2]), "commands": int(sys.argv[3])}
+x["redis"] = {"cpu_us": int(sys.argv[2]), "commands": int(sys.argv[3]), "appends": int(sys.argv[5])}
 x["node_b_cpu_us"] = int(sys.argv[4])
 print(json.dumps(x))
 PY
@@ -104,13 +110,13 @@ def load(kind, mode):
             pass
     return out
 med = lambda xs: statistics.median(xs) if xs else None
-print("| workload | run log | events/s (median) | tidewire CPU per event | Redis CPU per event | Redis commands per token | rounds |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| workload | run log | events/s (median) | tidewire CPU per event | Redis CPU per event | Redis commands per token | appends (round trips) per token | rounds |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for kind in ("burst", "fanout"):
     for mode in ("local", "redis"):
         xs = load(kind, mode)
         if not xs:
-            print(f"| {kind} | {mode} | – | – | – | – | 0 |")
+            print(f"| {kind} | {mode} | – | – | – | – | – | 0 |")
             continue
         rate = med([x["events_per_s"] or 0 for x in xs])
         events = [x["events"] for x in xs]
@@ -119,13 +125,16 @@ for kind in ("burst", "fanout"):
         cpu = med([(x["server"]["cpu_us_per_event"] * x["events"] + x.get("node_b_cpu_us", 0))
                    / max(x["events"], 1) for x in xs if x.get("server")])
         rcpu = med([x["redis"]["cpu_us"] / max(x["events"], 1) for x in xs])
-        tokens = [x["tokens"] * (x.get("requests") or 1) for x in xs]
+        # Tokens of the answers: a burst's answers each have 4 events besides their
+        # tokens (run, stage, metadata, done); a fan-out is one answer.
+        tokens = [x["events"] - 4 * x["completed"] if kind == "burst" else x["tokens"] for x in xs]
         per_token = med([x["redis"]["commands"] / max(t, 1) for x, t in zip(xs, tokens)])
+        appends = med([x["redis"].get("appends", 0) / max(t, 1) for x, t in zip(xs, tokens)])
         late = ""
         if kind == "fanout":
             late = f" (p99 lateness {med([x['lateness']['p99_ms'] for x in xs]):.0f} ms)"
         print(f"| {kind}{late} | {'Redis Streams' if mode == 'redis' else 'in-process'} | {rate:,.0f} | "
               + (f"{cpu:.2f} µs" if cpu is not None else "–")
-              + f" | {rcpu:.2f} µs | {per_token:.3f} | {len(xs)} |")
+              + f" | {rcpu:.2f} µs | {per_token:.3f} | {appends:.3f} | {len(xs)} |")
 PY
 cat "$RESULTS/cluster.md"

@@ -102,6 +102,25 @@ def machine():
     }
 
 
+def redis_burst_ratio(results):
+    """Burst events/s with the Redis log, in % of the in-process log, from
+    bench/cluster.sh's table."""
+    try:
+        rows = [line.split("|") for line in open(os.path.join(results, "cluster.md"))]
+    except OSError:
+        return None
+    rates = {}
+    for cells in rows:
+        if len(cells) > 4 and cells[1].strip() == "burst":
+            try:
+                rates[cells[2].strip()] = float(cells[3].strip().replace(",", ""))
+            except ValueError:
+                pass
+    if rates.get("in-process") and "Redis Streams" in rates:
+        return 100 * rates["Redis Streams"] / rates["in-process"]
+    return None
+
+
 def metrics_ratio(results):
     """Burst events/s with metrics on, in % of off, from bench/metrics.sh's table."""
     try:
@@ -247,6 +266,9 @@ def write_report(results, out, quick):
     metrics_pct = metrics_ratio(results)
     if metrics_pct is not None:
         add(f"| burst events/s with metrics on vs off | within 3 % (aim) | {metrics_pct:.1f} % | {met(abs(metrics_pct - 100) <= 3 or metrics_pct > 100)} |")
+    redis_pct = redis_burst_ratio(results)
+    if redis_pct is not None:
+        add(f"| burst events/s with the run log in Redis vs in process | none set (measured) | {redis_pct:.0f} % | – |")
     search = retrieval_p99(results)
     if search:
         chunks, p99 = search
