@@ -667,3 +667,50 @@ async fn every_node_indexes_the_documents_the_shared_store_records() {
     );
     assert!(sources(&a).await > 0);
 }
+
+#[tokio::test]
+async fn an_events_url_minted_by_one_node_opens_the_run_on_another() {
+    let cluster = Cluster::with(
+        REDIS,
+        "[auth]\napi_keys = true\n[documents]\nseed_docs = false\n\
+         [pipeline]\nquery_analysis = false\nretrieval = false\nscoring = false\nfollow_ups = false\n",
+    );
+    // A key made with the command, in the cluster's PostgreSQL.
+    let made = Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .args(["keys", "create", "--user", "ada", "--postgres-url"])
+        .arg(postgres())
+        .args(["--postgres-schema", &cluster.name])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let response = client()
+        .post(a.url("/api/chat"))
+        .bearer_auth(&key)
+        .json(&json!({"message": "hi", "options": {"max_tokens": 20, "tokens_per_second": 100}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let whole = response.bytes().await.unwrap();
+    let (events, _) = decode(&whole);
+    let events_url = events[0].data["events_url"].as_str().unwrap().to_owned();
+    assert!(events_url.contains("access_token="), "{events_url}");
+    // B, which never saw the run start, opens it from the URL alone, as an
+    // EventSource would (no header).
+    let on_b = client().get(b.url(&events_url)).send().await.unwrap();
+    assert_eq!(on_b.status(), 200);
+    let on_b = on_b.bytes().await.unwrap();
+    assert_eq!(events_part(&on_b), events_part(&whole));
+    // A token for another run, or a forged one, opens nothing.
+    let forged = events_url.replace("access_token=", "access_token=1");
+    assert_eq!(
+        client().get(b.url(&forged)).send().await.unwrap().status(),
+        401
+    );
+}

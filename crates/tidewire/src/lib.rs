@@ -172,8 +172,17 @@ pub async fn open(config: Config) -> Result<AppState, ServeError> {
         Arc::new(pipeline),
         cluster,
     );
-    let auth = auth::Auth::new(&config.auth, Arc::clone(&store))
+    let mut auth = auth::Auth::new(&config.auth, Arc::clone(&store))
         .map_err(|error| ServeError::Auth(error.to_string()))?;
+    if let Some(cluster) = hub.cluster()
+        && auth.streams.is_enabled()
+    {
+        // An events_url minted by one node must open its run on every node.
+        match cluster.shared_secret("events_url").await? {
+            Some(secret) => auth.streams.share_secret(secret),
+            None => tracing::error!("no randomness for the cluster's events_url secret"),
+        }
+    }
     let limits = auth::Limits::new(&config.auth);
     Ok(AppState {
         hub,

@@ -34,6 +34,19 @@ impl StreamTokens {
         }
     }
 
+    /// Uses `secret`, shared by every node of a cluster, so a token minted by one
+    /// node opens the run on any other (when tokens are needed at all).
+    pub fn share_secret(&mut self, secret: [u8; 32]) {
+        if self.secret.is_some() {
+            self.secret = Some(secret);
+        }
+    }
+
+    /// Whether tokens are minted (authentication is on).
+    pub fn is_enabled(&self) -> bool {
+        self.secret.is_some()
+    }
+
     /// A token for `run_id` of `user_id`, or `None` when none is needed.
     pub fn mint(&self, run_id: &str, user_id: &str) -> Option<String> {
         let secret = self.secret.as_ref()?;

@@ -45,6 +45,9 @@ pub struct Cluster {
     /// Runs this node copies to the log (running, or finished but not yet copied
     /// whole): the leases it renews.
     producing: Mutex<HashSet<String>>,
+    /// The cluster's secrets this node uses (name, hex), proposed again at every
+    /// renewal so a Redis that lost them gets the same ones back.
+    secrets: Mutex<Vec<(String, String)>>,
 }
 
 impl Cluster {
@@ -54,7 +57,29 @@ impl Cluster {
             log,
             config,
             producing: Mutex::new(HashSet::new()),
+            secrets: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A secret every node shares (32 bytes), made by the first node that asks;
+    /// `None` when this machine has no randomness or the value is not one.
+    pub async fn shared_secret(&self, name: &str) -> Result<Option<[u8; 32]>, LogError> {
+        let mut mine = [0u8; 32];
+        if getrandom::fill(&mut mine).is_err() {
+            return Ok(None);
+        }
+        let proposal: String = mine.iter().map(|byte| format!("{byte:02x}")).collect();
+        let held = self.log.shared_secret(name, &proposal).await?;
+        let mut secret = [0u8; 32];
+        for (at, byte) in secret.iter_mut().enumerate() {
+            let pair = held.get(at * 2..at * 2 + 2);
+            match pair.and_then(|pair| u8::from_str_radix(pair, 16).ok()) {
+                Some(value) => *byte = value,
+                None => return Ok(None),
+            }
+        }
+        lock(&self.secrets).push((name.to_owned(), held));
+        Ok(Some(secret))
     }
 
     /// The shared log.
@@ -310,6 +335,10 @@ pub(super) async fn renew_loop(cluster: Arc<Cluster>, hub: Weak<Hub>, stop: Canc
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
+        }
+        let secrets = lock(&cluster.secrets).clone();
+        for (name, value) in secrets {
+            let _ = cluster.log.shared_secret(&name, &value).await;
         }
         let ids: Vec<String> = lock(&cluster.producing).iter().cloned().collect();
         match cluster.log.renew(&ids, cluster.lease_end()).await {

@@ -479,6 +479,24 @@ impl RedisLog {
         Ok(())
     }
 
+    /// The value of the cluster's secret `name`: `proposal` if no node set one
+    /// before (a Redis that lost its data gets the first proposal again).
+    pub async fn shared_secret(&self, name: &str, proposal: &str) -> Result<String, LogError> {
+        let key = format!("{}secret:{name}", self.prefix);
+        let mut conn = self.conn.clone();
+        let (held,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(proposal)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(held)
+    }
+
     /// Claims an idempotency key for `run_id` (a run about to start), or tells who
     /// has it. The claim lasts `ttl`.
     pub async fn claim_key(
