@@ -16,11 +16,6 @@ use support::{Event, decode, read_events};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-fn postgres() -> String {
-    std::env::var("TIDEWIRE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 /// One test's cluster: its configuration file (own prefix and schema) and nodes.
 struct Cluster {
     dir: tempfile::TempDir,
@@ -46,7 +41,7 @@ impl Cluster {
              drain_timeout = \"300ms\"\n\
              [cluster]\nlease = \"1s\"\nredis_prefix = \"{name}:\"\npostgres_schema = \"{name}\"\n\
              [llm]\ndefault = \"synthetic\"\n{tables}",
-            pg = postgres(),
+            pg = support::test_postgres_url(),
         );
         std::fs::write(dir.path().join("tidewire.toml"), config).unwrap();
         Self {
@@ -88,7 +83,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Best effort: the schema and keys of this test go.
         let _ = Command::new("psql")
-            .args([&postgres(), "-q", "-c"])
+            .args([&support::test_postgres_url(), "-q", "-c"])
             .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
             .stderr(Stdio::null())
             .status();
@@ -678,7 +673,7 @@ async fn an_events_url_minted_by_one_node_opens_the_run_on_another() {
     // A key made with the command, in the cluster's PostgreSQL.
     let made = Command::new(env!("CARGO_BIN_EXE_tidewire"))
         .args(["keys", "create", "--user", "ada", "--postgres-url"])
-        .arg(postgres())
+        .arg(support::test_postgres_url())
         .args(["--postgres-schema", &cluster.name])
         .output()
         .unwrap();

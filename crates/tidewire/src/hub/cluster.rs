@@ -228,7 +228,9 @@ impl Cluster {
                         let Some(hub) = hub.upgrade() else { return };
                         if !self.reap(hub.store().as_ref(), &run_id).await {
                             // Nothing left in the log to end: end the mirror here.
-                            end_interrupted(&mirror);
+                            for event in node_lost() {
+                                mirror.append(event);
+                            }
                         }
                         dead_since = None;
                     }
@@ -285,14 +287,7 @@ impl Cluster {
             events = events.len(),
             "the node producing this run stopped; ending it as interrupted"
         );
-        let ending = [
-            ChatEvent::error(
-                "node_lost",
-                "the server producing this answer stopped; the answer is incomplete",
-                true,
-            ),
-            ChatEvent::done(MessageStatus::Interrupted),
-        ];
+        let ending = node_lost();
         let mut answer = Answer::default();
         for event in events.iter().chain(&ending) {
             answer.apply(event);
@@ -316,14 +311,16 @@ impl Cluster {
     }
 }
 
-/// Ends a mirror whose run is gone from the log and from every node.
-fn end_interrupted(mirror: &Run) {
-    mirror.append(ChatEvent::error(
-        "node_lost",
-        "the server producing this answer stopped; the answer is incomplete",
-        true,
-    ));
-    mirror.append(ChatEvent::done(MessageStatus::Interrupted));
+/// The end of a run whose node died: `error` `node_lost`, then `done` `interrupted`.
+fn node_lost() -> [ChatEvent; 2] {
+    [
+        ChatEvent::error(
+            "node_lost",
+            "the server producing this answer stopped; the answer is incomplete",
+            true,
+        ),
+        ChatEvent::done(MessageStatus::Interrupted),
+    ]
 }
 
 /// Renews the leases of the runs this node produces, and stops those another

@@ -581,28 +581,14 @@ impl Hub {
     /// Stops the runs of a conversation and forgets them (before the conversation is
     /// deleted): a deleted conversation's runs are gone on every route at once.
     pub fn forget_conversation(&self, conversation_id: &str) {
-        let forgotten: Vec<Arc<Run>> = {
-            let mut runs = lock(&self.runs);
-            let ids: Vec<String> = runs
-                .values()
-                .filter(|run| run.conversation_id() == conversation_id)
-                .map(|run| run.id().to_owned())
-                .collect();
-            ids.iter().filter_map(|id| runs.remove(id)).collect()
-        };
-        if forgotten.is_empty() {
-            return;
+        let ids: Vec<String> = lock(&self.runs)
+            .values()
+            .filter(|run| run.conversation_id() == conversation_id)
+            .map(|run| run.id().to_owned())
+            .collect();
+        for id in ids {
+            self.forget_run(&id);
         }
-        for run in &forgotten {
-            run.forget();
-            run.cancel(CancelReason::Requested);
-        }
-        lock(&self.keys).retain(|_, entry| {
-            entry
-                .run
-                .get()
-                .is_none_or(|run| !forgotten.iter().any(|gone| Arc::ptr_eq(gone, run)))
-        });
     }
 
     /// Subscribers following runs now, and the bytes of every log in memory

@@ -39,16 +39,20 @@ pub fn shared_mode() -> bool {
     std::env::var("TIDEWIRE_TEST_SHARED").is_ok_and(|value| value == "1")
 }
 
+/// The PostgreSQL of the tests: the machine's, or `TIDEWIRE_TEST_POSTGRES_URL`.
+pub fn test_postgres_url() -> String {
+    std::env::var("TIDEWIRE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
 /// Points `config` at the machine's Redis and PostgreSQL under a fresh prefix and
 /// schema; returns the schema.
 pub fn share(config: &mut Config) -> String {
     let name = format!("tw_test_{:016x}", random_u64());
     let redis = std::env::var("TIDEWIRE_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let postgres = std::env::var("TIDEWIRE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     config.redis_url = Some(redis.parse().unwrap());
-    config.postgres_url = Some(postgres.parse().unwrap());
+    config.postgres_url = Some(test_postgres_url().parse().unwrap());
     config.cluster.redis_prefix = format!("{name}:");
     config.cluster.postgres_schema = Some(name.clone());
     config.cluster.lease = Duration::from_secs(1);
@@ -72,10 +76,8 @@ pub fn random_u64() -> u64 {
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(schema) = &self.shared_schema {
-            let postgres = std::env::var("TIDEWIRE_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
             let _ = std::process::Command::new("psql")
-                .args([postgres.as_str(), "-q", "-c"])
+                .args([test_postgres_url().as_str(), "-q", "-c"])
                 .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                 .stderr(std::process::Stdio::null())
                 .status();
