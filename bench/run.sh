@@ -16,6 +16,7 @@ RESULTS=${RESULTS:-$ROOT/bench/results}
 TW_PORT=${TW_PORT:-18080}
 PEER_PORT=${PEER_PORT:-18081}
 NODE_PORT=${NODE_PORT:-18082}
+RAW_PORT=${RAW_PORT:-18083}
 MOCK_PORT=${MOCK_PORT:-18090}
 QUICK=${QUICK:-0}
 mkdir -p "$RESULTS"
@@ -106,13 +107,22 @@ start_node_peer() {
     wait_healthy "http://127.0.0.1:$NODE_PORT"
 }
 
+# The smallest writer of the paced contract (tidewire bench raw-peer): the
+# machine's own limit for the paced workload.
+start_raw_peer() {
+    "$TW" bench raw-peer --addr "127.0.0.1:$RAW_PORT" >"$RESULTS/raw.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_healthy "http://127.0.0.1:$RAW_PORT"
+}
+
 stop_server() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
 }
 
-# bench NAME SERVER(tidewire|peer|node) WORKLOAD ARGS...: a fresh server per
+# bench NAME SERVER(tidewire|peer|node|raw) WORKLOAD ARGS...: a fresh server per
 # workload, so one workload's leftovers never weigh on the next.
 bench() {
     local name=$1 server=$2 workload=$3
@@ -121,6 +131,9 @@ bench() {
     if [ "$server" = tidewire ]; then
         start_tidewire
         url="http://127.0.0.1:$TW_PORT/api/chat"
+    elif [ "$server" = raw ]; then
+        start_raw_peer
+        url="http://127.0.0.1:$RAW_PORT/api/chat"
     elif [ "$server" = node ]; then
         # As the Python peer: 2 workers, 1 for the fan-out.
         if [ "$workload" = fanout ]; then start_node_peer 1; else start_node_peer 2; fi
@@ -147,7 +160,7 @@ if [ "$QUICK" = 1 ]; then
     UPSTREAM=(-n 300)
 else
     BURST=(-c 100 -n 5000 --tokens 100 --max-time 180)
-    PACED_C=(1000 2500 5000 10000)
+    PACED_C=(1000 2000 3000 4000 5000 6000 8000 10000)
     PACED=(--tokens 500 --rate 20 --max-time 180)
     IDLE=(-c 10000 --hold 10 --max-time 180)
     FANOUT_N=(1000 10000)
@@ -180,6 +193,19 @@ for server in "${SERVERS[@]}"; do
         bench "fanout-$n" "$server" fanout --subscribers "$n" "${FANOUT[@]}"
     done
 done
+
+# The machine's limit for the paced workload: the same sweep against the smallest writer.
+for c in "${PACED_C[@]}"; do
+    bench "paced-$c" raw paced -c "$c" "${PACED[@]}"
+    if ! python3 bench/report.py --check-paced "$RESULTS/paced-$c.raw.json"; then break; fi
+done
+
+log "idle memory by part (cargo bench -p tidewire --bench idle_memory)"
+if [ "$QUICK" = 1 ]; then
+    TIDEWIRE_BENCH_STREAMS=300 cargo bench -p tidewire --bench idle_memory --quiet >"$RESULTS/idle-memory.md" 2>"$RESULTS/idle-memory.stderr" || log "the idle memory benchmark failed"
+else
+    cargo bench -p tidewire --bench idle_memory --quiet >"$RESULTS/idle-memory.md" 2>"$RESULTS/idle-memory.stderr" || log "the idle memory benchmark failed"
+fi
 
 log "upstream: tidewire in front of a zero-delay mock model server"
 "$TW" bench mock-upstream --addr "127.0.0.1:$MOCK_PORT" >"$RESULTS/mock-upstream.log" 2>&1 &

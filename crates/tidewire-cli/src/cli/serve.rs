@@ -62,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     retention: Option<String>,
-    /// How often a running answer is written to the store [default: 250ms].
+    /// How often a running answer is written to the store [default: 1s].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     flush_interval: Option<String>,

@@ -2,12 +2,14 @@
 //! keepalive comments while the run is quiet.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, Version, header};
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
 
 use crate::hub::{CancelReason, Run, Subscription};
 use crate::metrics::{FormatLabel, Metrics};
@@ -58,23 +60,65 @@ pub fn event_stream(
         .metrics()
         .map(|metrics| OpenStream::new(std::sync::Arc::clone(metrics), subscription.format_name()));
     let guard = (guard, open);
-    let state = (subscription, Some(Bytes::from(prelude)), guard);
+    let keepalive = Keepalive::new(settings.keepalive);
+    let state = (subscription, Some(Bytes::from(prelude)), keepalive, guard);
     futures_util::stream::unfold(
         state,
-        move |(mut subscription, prelude, guard)| async move {
+        move |(mut subscription, prelude, mut keepalive, guard)| async move {
             if let Some(prelude) = prelude {
-                return Some((Ok(prelude), (subscription, None, guard)));
+                return Some((Ok(prelude), (subscription, None, keepalive, guard)));
             }
             tokio::select! {
                 batch = subscription.next_batch() => {
-                    batch.map(|bytes| (Ok(bytes), (subscription, None, guard)))
+                    keepalive.sent();
+                    batch.map(|bytes| (Ok(bytes), (subscription, None, keepalive, guard)))
                 }
-                () = tokio::time::sleep(settings.keepalive) => {
-                    Some((Ok(Bytes::from_static(KEEPALIVE)), (subscription, None, guard)))
+                () = keepalive.silence() => {
+                    Some((Ok(Bytes::from_static(KEEPALIVE)), (subscription, None, keepalive, guard)))
                 }
             }
         },
     )
+}
+
+/// When a stream has been quiet for its keepalive interval. One timer per stream,
+/// moved only when it fires: resetting it on every event put two timer-wheel
+/// operations (under the driver's lock) on each event of every stream.
+struct Keepalive {
+    every: Duration,
+    last_sent: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Keepalive {
+    fn new(every: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            every,
+            last_sent: now,
+            timer: Box::pin(tokio::time::sleep_until(now + every)),
+        }
+    }
+
+    /// Something was sent: the silence starts again.
+    fn sent(&mut self) {
+        self.last_sent = Instant::now();
+    }
+
+    /// Resolves once nothing was sent for `every`; the caller sends a keepalive.
+    async fn silence(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let due = self.last_sent + self.every;
+            let now = Instant::now();
+            if now >= due {
+                self.last_sent = now;
+                self.timer.as_mut().reset(now + self.every);
+                return;
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
 }
 
 /// Counts a stream as open, by its wire format, until it is dropped.

@@ -242,10 +242,14 @@ async fn one_round(
                 }
             },
         };
+        // One waiter for the whole stream: a fresh `cancelled()` per token registers
+        // and unregisters with the token's lock on every token.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let item = tokio::select! {
                 biased;
-                () = cancel.cancelled() => break 'round Ending::Stopped,
+                () = &mut cancelled => break 'round Ending::Stopped,
                 item = stream.next() => item,
             };
             match item {

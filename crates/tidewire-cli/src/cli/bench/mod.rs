@@ -8,6 +8,7 @@
 
 mod load;
 mod procfs;
+mod raw;
 mod upstream;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ pub enum Workload {
     Upstream,
     /// Serve a zero-delay OpenAI-compatible model on `--addr` (for `upstream`).
     MockUpstream,
+    /// Serve the chat route with the smallest writer on `--addr`: raw sockets,
+    /// pre-encoded bytes, one write per token (the machine's limit for `paced`).
+    RawPeer,
 }
 
 /// Options of `tidewire bench`.
@@ -97,7 +101,7 @@ pub struct BenchArgs {
     /// For `upstream`: the model server's own chat completions URL.
     #[arg(long)]
     direct_url: Option<String>,
-    /// For `mock-upstream`: where to listen.
+    /// For `mock-upstream` and `raw-peer`: where to listen.
     #[arg(long, default_value = "127.0.0.1:18090")]
     addr: std::net::SocketAddr,
     /// Sample this process (and its children) from /proc: CPU and peak memory.
@@ -123,9 +127,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.workload == Workload::MockUpstream {
-        upstream::serve_mock(args.addr).await?;
-        return Ok(ExitCode::SUCCESS);
+    match args.workload {
+        Workload::MockUpstream => {
+            upstream::serve_mock(args.addr).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Workload::RawPeer => {
+            raw::serve(args.addr).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let spec = spec(&args)?;
     let client = reqwest::Client::builder()
@@ -154,7 +165,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     .context("the upstream workload needs --direct-url")?;
                 upstream::overhead(&client, &args.url, direct, args.requests).await
             }
-            Workload::MockUpstream => Ok(Value::Null),
+            Workload::MockUpstream | Workload::RawPeer => Ok(Value::Null),
         }
     };
     let mut result = match tokio::time::timeout(Duration::from_secs(args.max_time), workload).await
@@ -218,7 +229,11 @@ fn spec(args: &BenchArgs) -> anyhow::Result<RequestSpec> {
         (None, _, &Method::GET) => None,
         (
             None,
-            Workload::Burst | Workload::Overhead | Workload::Upstream | Workload::MockUpstream,
+            Workload::Burst
+            | Workload::Overhead
+            | Workload::Upstream
+            | Workload::MockUpstream
+            | Workload::RawPeer,
             _,
         ) => Some(chat_body(args.tokens, 0.0)),
         (None, Workload::Paced | Workload::Fanout, _) => Some(chat_body(args.tokens, args.rate)),
