@@ -185,6 +185,23 @@ def write_report(results, out, quick):
     r = lambda name, server: load(os.path.join(results, f"{name}.{server}.json"))
     lines = []
     add = lines.append
+
+    def section(name, heading, intro, skip_headings=False):
+        """A section made of `heading`, `intro` lines and the Markdown a benchmark
+        wrote to `name` in the results (left out if it did not run)."""
+        path = os.path.join(results, name)
+        if not os.path.exists(path):
+            return
+        add(heading)
+        add("")
+        for line in intro:
+            add(line)
+        add("")
+        with open(path) as f:
+            for line in f.read().splitlines():
+                if not (skip_headings and line.startswith("## ")):
+                    add(line)
+        add("")
     add("# Benchmarks")
     add("")
     add("Every figure below was printed by one run of `bash bench/run.sh` on the machine")
@@ -555,77 +572,40 @@ def write_report(results, out, quick):
         add("")
 
     # Authentication: bench/auth.sh prints its own table.
-    auth = os.path.join(results, "auth.md")
-    if os.path.exists(auth):
-        add("## The cost of authentication")
-        add("")
-        add("`bash bench/auth.sh`: time to the first token of sequential one-token requests")
-        add("(`tidewire bench overhead`) with no authentication, an API key and an HS256 JWT,")
-        add("in alternating rounds on the same machine; the median of the rounds.")
-        add("")
-        with open(auth) as f:
-            for line in f.read().splitlines():
-                add(line)
-        add("")
+    section("auth.md", "## The cost of authentication", [
+        "`bash bench/auth.sh`: time to the first token of sequential one-token requests",
+        "(`tidewire bench overhead`) with no authentication, an API key and an HS256 JWT,",
+        "in alternating rounds on the same machine; the median of the rounds.",
+    ])
 
     # Documents and retrieval: the benchmark prints its own Markdown.
-    retrieval = os.path.join(results, "retrieval.md")
-    if os.path.exists(retrieval):
-        add("## Documents and retrieval")
-        add("")
-        add("`cargo bench -p tidewire --bench retrieval` (`crates/tidewire/benches/retrieval.rs`):")
-        add("ingest and search on a generated corpus, the time the pipeline adds before the")
-        add("first token, and hit@3 on the labelled questions of `bench/retrieval-questions.tsv`.")
-        add("")
-        with open(retrieval) as f:
-            for line in f.read().splitlines():
-                if line.startswith("## "):
-                    continue
-                add(line)
-        add("")
+    section("retrieval.md", "## Documents and retrieval", [
+        "`cargo bench -p tidewire --bench retrieval` (`crates/tidewire/benches/retrieval.rs`):",
+        "ingest and search on a generated corpus, the time the pipeline adds before the",
+        "first token, and hit@3 on the labelled questions of `bench/retrieval-questions.tsv`.",
+    ], skip_headings=True)
 
     # Metrics on and off: bench/metrics.sh writes its table.
-    metrics_md = os.path.join(results, "metrics.md")
-    if os.path.exists(metrics_md):
-        add("## The cost of metrics")
-        add("")
-        add("`bash bench/metrics.sh`: burst with `[metrics]` on and off, in alternating rounds")
-        add("on the same machine; the median of the rounds.")
-        add("")
-        with open(metrics_md) as f:
-            for line in f.read().splitlines():
-                add(line)
-        add("")
+    section("metrics.md", "## The cost of metrics", [
+        "`bash bench/metrics.sh`: burst with `[metrics]` on and off, in alternating rounds",
+        "on the same machine; the median of the rounds.",
+    ])
 
     # The shared run log: bench/cluster.sh writes its table.
-    cluster_md = os.path.join(results, "cluster.md")
-    if os.path.exists(cluster_md):
-        add("## More than one machine: the run log in Redis")
-        add("")
-        add("`bash bench/cluster.sh`: burst (one node) and fan-out (the run produced on one node,")
-        add("its subscribers on a second: every event crosses Redis) with runs shared through")
-        add("Redis Streams, beside the same workloads with the in-process log, in alternating")
-        add("rounds of the same run; the median of the rounds. Redis's CPU is read from /proc,")
-        add("its commands from `INFO commandstats`; tidewire's CPU counts both nodes.")
-        add("")
-        with open(cluster_md) as f:
-            for line in f.read().splitlines():
-                add(line)
-        add("")
+    section("cluster.md", "## More than one machine: the run log in Redis", [
+        "`bash bench/cluster.sh`: burst (one node) and fan-out (the run produced on one node,",
+        "its subscribers on a second: every event crosses Redis) with runs shared through",
+        "Redis Streams, beside the same workloads with the in-process log, in alternating",
+        "rounds of the same run; the median of the rounds. Redis's CPU is read from /proc,",
+        "its commands from `INFO commandstats`; tidewire's CPU counts both nodes.",
+    ])
 
     # Tool calls: the benchmark prints its own Markdown table.
-    tools = os.path.join(results, "tools.md")
-    if os.path.exists(tools):
-        add("## Tool calls")
-        add("")
-        add("`cargo bench -p tidewire-mcp-fixture --bench tool_call`: the fixture MCP server's `add`,")
-        add("called over stdio by a bare rmcp client and through tidewire's tool layer (lookup,")
-        add("argument parsing, schema check, timeout, result bound), in alternating rounds.")
-        add("")
-        with open(tools) as f:
-            for line in f.read().splitlines():
-                add(line)
-        add("")
+    section("tools.md", "## Tool calls", [
+        "`cargo bench -p tidewire-mcp-fixture --bench tool_call`: the fixture MCP server's `add`,",
+        "called over stdio by a bare rmcp client and through tidewire's tool layer (lookup,",
+        "argument parsing, schema check, timeout, result bound), in alternating rounds.",
+    ])
 
     # The load generator.
     add("## Is the load generator the bottleneck?")
