@@ -103,15 +103,17 @@ fn read_run_event(socket: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 /// What an allocation is for, told by the first frame of its call stack that
 /// matches, in this order.
 const PARTS: &[(&str, &[&str])] = &[
-    ("HTTP/1 read buffer (hyper)", &["poll_read_from_io"]),
-    ("HTTP/1 write buffer (hyper)", &["proto/h1/io.rs"]),
     (
         "the run's task: the pipeline's future (tokio task)",
         &["bind_new_task<tracing::instrument::Instrumented<tidewire::hub::produce"],
     ),
     (
-        "the connection's task (axum::serve, hyper's connection)",
-        &["src/serve/mod.rs"],
+        "the connection's task (tidewire-http)",
+        &["task_tracker.rs"],
+    ),
+    (
+        "the connection's read buffer (tidewire-http)",
+        &["tidewire-http/src/"],
     ),
     (
         "the socket's registration (tokio)",
@@ -123,6 +125,8 @@ const PARTS: &[(&str, &[&str])] = &[
         &["http::header", "header/map.rs"],
     ),
     ("the response stream and its subscriber", &["src/api/"]),
+    // Only if the server were on hyper's HTTP/1 again.
+    ("HTTP/1 buffers (hyper)", &["proto/h1/"]),
 ];
 
 /// Bytes per stream by part, from dhat's heap profile at its end: only call sites

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -233,17 +232,13 @@ pub async fn serve(
     let drain_timeout = state.config.drain_timeout;
     let stop_accepting = CancellationToken::new();
     tracing::info!("tidewire listening on http://{}", listener.local_addr()?);
-    // Events are small writes that must leave at once: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let mut server = tokio::spawn(
-        axum::serve(listener, app(state).into_make_service())
-            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
-            .into_future(),
-    );
+    // Not hyper's HTTP/1: tidewire-http holds no buffer while a stream waits,
+    // which is most of what an idle stream costs (see its crate docs).
+    let mut server = tokio::spawn(tidewire_http::serve(
+        listener,
+        app(state),
+        stop_accepting.clone().cancelled_owned(),
+    ));
     tokio::select! {
         () = shutdown => {}
         result = &mut server => {

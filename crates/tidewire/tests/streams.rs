@@ -240,3 +240,33 @@ async fn the_run_goes_on_after_its_client_disconnects() {
         20
     );
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_gets_the_same_stream_as_http1() {
+    let app = spawn_app().await;
+    let body =
+        json!({"message": "what is a tide?", "options": {"max_tokens": 5, "tokens_per_second": 0}});
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .post(app.url("/api/chat"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let over_h2 = read_stream(response).await;
+    let over_h1 = read_stream(app.chat(body).await).await;
+    let names = |stream: &support::Stream| -> Vec<String> {
+        stream
+            .events
+            .iter()
+            .map(|event| event.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&over_h2), names(&over_h1));
+    assert_eq!(over_h2.events.last().unwrap().name, "done");
+}
