@@ -14,7 +14,8 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode, Version};
+use bytes::Buf;
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -30,18 +31,17 @@ use crate::{BoxError, Serve};
 const MAX_HEAD: usize = 64 * 1024;
 /// Bytes read from the socket at a time (on the stack, in a synchronous call).
 const READ_CHUNK: usize = 8 * 1024;
-/// Ready response frames are gathered into one write up to this size.
-const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing connection reads what the client still sends, so that it
 /// reads the response rather than a reset.
 const LINGER: Duration = Duration::from_secs(1);
 /// The first bytes of every HTTP/2 connection with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What came next on the connection.
-#[allow(clippy::large_enum_variant, reason = "lives only until it is matched")]
+/// What came next on the connection. The head is boxed: this value's slot in
+/// the connection's future would otherwise be as large as a head for the whole
+/// life of the connection.
 enum Next {
-    Request(Head),
+    Request(Box<Head>),
     Http2,
     Refuse(StatusCode, &'static str),
     Closed,
@@ -66,28 +66,14 @@ pub(crate) async fn serve_connection<S: Serve>(
         buf: Vec::new(),
     };
     loop {
-        let next = match conn.next_head(&shutdown).await {
-            Ok(next) => next,
-            Err(error) => {
-                tracing::debug!(%error, "reading a request failed");
-                return;
-            }
-        };
-        match next {
-            Next::Request(head) => match conn.exchange(&mut service, head).await {
-                Ok(true) if !shutdown.is_cancelled() => {}
-                Ok(_) => return,
-                Err(error) => {
-                    tracing::debug!(%error, "the connection failed");
-                    return;
-                }
-            },
-            Next::Http2 => {
+        let head = match conn.next_head(&shutdown).await {
+            Ok(Next::Request(head)) => head,
+            Ok(Next::Http2) => {
                 // Boxed: hyper's connection would otherwise size every connection's task.
                 Box::pin(crate::h2::serve(conn.stream, conn.buf, service, shutdown)).await;
                 return;
             }
-            Next::Refuse(status, message) => {
+            Ok(Next::Refuse(status, message)) => {
                 tracing::debug!(%status, message, "refused a request");
                 if conn
                     .stream
@@ -99,7 +85,19 @@ pub(crate) async fn serve_connection<S: Serve>(
                 }
                 return;
             }
-            Next::Closed => return,
+            Ok(Next::Closed) => return,
+            Err(error) => {
+                tracing::debug!(%error, "reading a request failed");
+                return;
+            }
+        };
+        match conn.exchange(&mut service, head).await {
+            Ok(true) if !shutdown.is_cancelled() => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::debug!(%error, "the connection failed");
+                return;
+            }
         }
     }
 }
@@ -119,7 +117,7 @@ impl Connection {
                         Ok(Some((head, length))) if length <= MAX_HEAD => {
                             self.buf.drain(..length);
                             self.free_if_empty();
-                            return Ok(Next::Request(head));
+                            return Ok(Next::Request(Box::new(head)));
                         }
                         Ok(Some(_)) => {
                             return Ok(Next::Refuse(
@@ -162,13 +160,39 @@ impl Connection {
     }
 
     /// One request and its response; whether the connection stays open.
-    async fn exchange<S: Serve>(&mut self, service: &mut S, head: Head) -> io::Result<bool> {
+    async fn exchange<S: Serve>(&mut self, service: &mut S, head: Box<Head>) -> io::Result<bool> {
+        // Boxed: until the response starts, the request, the service's future and
+        // the response's head are large and short-lived. Inline they would size
+        // the connection's task for as long as the stream that follows lasts;
+        // that stream needs only what `write_body` holds.
+        let Some((start, unread)) = Box::pin(self.begin(service, head)).await? else {
+            return Ok(false);
+        };
+        let kept = self
+            .write_body(start.head, start.body, start.framing, start.keep_alive)
+            .await?;
+        if unread {
+            self.linger().await;
+            return Ok(false);
+        }
+        self.free_if_empty();
+        Ok(kept)
+    }
+
+    /// Calls the service with the request and encodes its response's head; with
+    /// whether the request body was left unread. `None` when the service failed
+    /// (it was answered 500).
+    async fn begin<S: Serve>(
+        &mut self,
+        service: &mut S,
+        head: Box<Head>,
+    ) -> io::Result<Option<(response::Start<S::Body>, bool)>> {
         let Head {
             parts,
             body,
             keep_alive,
             expect_continue,
-        } = head;
+        } = *head;
         let method = parts.method.clone();
         let version = parts.version;
         let (request_body, mut feed) = match body {
@@ -182,12 +206,12 @@ impl Connection {
                 (body, Some((decoder, feeder)))
             }
         };
+        let request = Request::from_parts(parts, request_body);
         if expect_continue && feed.is_some() {
             self.stream
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await?;
         }
-        let request = Request::from_parts(parts, request_body);
         let response = self.respond(service, request, &mut feed).await?;
         // A body the service did not read to its end is not read further: the
         // connection closes after the response.
@@ -198,8 +222,11 @@ impl Connection {
             }
             None => false,
         };
-        let response = match response {
-            Ok(response) => response,
+        match response {
+            Ok(response) => Ok(Some((
+                response::start(response, &method, version, keep_alive && !unread),
+                unread,
+            ))),
             Err(error) => {
                 let error: BoxError = error.into();
                 tracing::warn!(%error, "the service failed");
@@ -208,18 +235,9 @@ impl Connection {
                     "the server could not handle the request",
                 );
                 self.stream.write_all(&refusal).await?;
-                return Ok(false);
+                Ok(None)
             }
-        };
-        let kept = self
-            .write_response(response, &method, version, keep_alive && !unread)
-            .await?;
-        if unread {
-            self.linger().await;
-            return Ok(false);
         }
-        self.free_if_empty();
-        Ok(kept)
     }
 
     /// Calls the service, feeding it the request body while it runs; `feed` is
@@ -284,33 +302,20 @@ impl Connection {
         }
     }
 
-    /// Writes `response`, its body frame by frame as they come (what is ready
-    /// together goes in one write); whether the connection may stay open.
-    async fn write_response<B>(
+    /// Writes a response's head (in `out`) and its body frame by frame as they
+    /// come (what is ready together goes in one write); whether the connection
+    /// may stay open. Only the body and the bytes to write are held while it
+    /// waits: the response's head is encoded before, outside this future.
+    async fn write_body<B>(
         &mut self,
-        response: Response<B>,
-        method: &Method,
-        version: Version,
+        mut out: Vec<u8>,
+        body: B,
+        framing: Framing,
         keep_alive: bool,
     ) -> io::Result<bool>
     where
         B: Body<Data: Send, Error: Into<BoxError> + Send> + Send,
     {
-        let (mut parts, body) = response.into_parts();
-        let exact = body.size_hint().exact();
-        let framing = response::framing(&parts, method, version, exact);
-        if let (Some(length), true) = (exact, method == Method::HEAD) {
-            // HEAD says the length the body would have had.
-            parts
-                .headers
-                .entry(http::header::CONTENT_LENGTH)
-                .or_insert_with(|| length.into());
-        }
-        let keep_alive =
-            keep_alive && framing != Framing::UntilClose && !response::wants_close(&parts);
-        let mut out = Vec::with_capacity(512);
-        response::encode_head(&parts, framing, keep_alive, &mut out);
-        drop(parts);
         if framing == Framing::None {
             self.stream.write_all(&out).await?;
             return Ok(keep_alive);
@@ -318,18 +323,23 @@ impl Connection {
         let chunked = framing == Framing::Chunked;
         let mut body = pin!(body);
         let mut written: u64 = 0;
+        // The head goes out with the first frame when the body has one ready (a
+        // whole response, or a stream's prelude): one write.
+        let mut ready =
+            match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx).map(Step::of))).await {
+                Poll::Ready(step) => Some(step),
+                Poll::Pending => None,
+            };
         loop {
-            // What the body has ready is gathered without waiting; only with
-            // nothing ready is the batch written and the next frame awaited.
-            let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-                Poll::Ready(frame) => frame,
-                Poll::Pending => {
+            let step = match ready.take() {
+                Some(step) => step,
+                None => {
                     if !out.is_empty() {
                         self.stream.write_all(&out).await?;
                         out = Vec::new();
                     }
                     tokio::select! {
-                        frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
+                        step = poll_fn(|cx| body.as_mut().poll_frame(cx).map(Step::of)) => step,
                         gone = self.peer_gone() => {
                             gone?;
                             return Ok(false);
@@ -337,30 +347,36 @@ impl Connection {
                     }
                 }
             };
-            match frame {
-                Some(Ok(frame)) => {
-                    // Trailers are not sent: no client of a stream reads them.
-                    if let Ok(data) = frame.into_data() {
-                        written += bytes::Buf::remaining(&data) as u64;
+            match step {
+                Step::Data(mut data) => {
+                    let length = data.remaining();
+                    written += length as u64;
+                    if out.is_empty() && length > 0 {
+                        // A stream's frame goes out as it is, between its chunk line
+                        // and CRLF, in one vectored write: nothing copied or allocated.
+                        let line = response::ChunkLine::new(length, chunked);
+                        let end: &[u8] = if chunked { b"\r\n" } else { b"" };
+                        let mut framed = line.as_bytes().chain(&mut data).chain(end);
+                        self.stream.write_all_buf(&mut framed).await?;
+                    } else {
                         response::encode_data(data, chunked, &mut out);
-                        if out.len() >= WRITE_BATCH {
-                            self.stream.write_all(&out).await?;
-                            out = Vec::new();
-                        }
                     }
                 }
-                Some(Err(error)) => {
+                // Trailers are not sent: no client of a stream reads them.
+                Step::Trailers => {}
+                Step::Failed(error) => {
                     // The client sees the body cut short, never a clean end.
-                    let error: BoxError = error.into();
                     tracing::debug!(%error, "a response body failed");
                     self.stream.write_all(&out).await?;
                     return Ok(false);
                 }
-                None => {
+                Step::End => {
                     if chunked {
                         out.extend_from_slice(response::LAST_CHUNK);
                     }
-                    self.stream.write_all(&out).await?;
+                    if !out.is_empty() {
+                        self.stream.write_all(&out).await?;
+                    }
                     let whole = match framing {
                         Framing::Length(length) => written == length,
                         _ => true,
@@ -374,14 +390,25 @@ impl Connection {
     /// Resolves when the client has closed the connection (or it failed). What it
     /// sends meanwhile (a pipelined request) is kept, up to a head's worth.
     async fn peer_gone(&mut self) -> io::Result<()> {
-        loop {
-            if self.buf.len() >= MAX_HEAD {
-                return std::future::pending().await;
+        // `poll_read_ready` keeps one waker per direction in the socket: waiting
+        // here between two events registers nothing and unregisters nothing.
+        poll_fn(|cx| {
+            loop {
+                if self.buf.len() >= MAX_HEAD {
+                    return Poll::Pending;
+                }
+                if let Err(error) = std::task::ready!(self.stream.poll_read_ready(cx)) {
+                    return Poll::Ready(Err(error));
+                }
+                match read_into(&self.stream, &mut self.buf) {
+                    Ok(0) => return Poll::Ready(Ok(())),
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Poll::Ready(Err(error)),
+                }
             }
-            if self.read_more().await? == 0 {
-                return Ok(());
-            }
-        }
+        })
+        .await
     }
 
     /// Reads what the socket has into the buffer; 0 at the end of the stream.
@@ -414,6 +441,29 @@ impl Connection {
     fn free_if_empty(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = Vec::new();
+        }
+    }
+}
+
+/// A response body's next frame, made small at once: a `Frame` has room for
+/// trailers (a whole header map), and one kept across an `.await` would size the
+/// connection's future.
+enum Step<D> {
+    Data(D),
+    Trailers,
+    Failed(BoxError),
+    End,
+}
+
+impl<D> Step<D> {
+    fn of<E: Into<BoxError>>(frame: Option<Result<http_body::Frame<D>, E>>) -> Self {
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => Step::Data(data),
+                Err(_) => Step::Trailers,
+            },
+            Some(Err(error)) => Step::Failed(error.into()),
+            None => Step::End,
         }
     }
 }

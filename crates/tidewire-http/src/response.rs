@@ -52,8 +52,45 @@ pub(crate) fn framing(
     }
 }
 
+/// A response ready to go: its head encoded, its body, how the body is framed,
+/// and whether the connection stays open after it.
+pub(crate) struct Start<B> {
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: B,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+}
+
+/// Encodes the head of `response` to a request with `method` and `version`.
+pub(crate) fn start<B: http_body::Body>(
+    response: http::Response<B>,
+    method: &Method,
+    version: Version,
+    keep_alive: bool,
+) -> Start<B> {
+    let (mut parts, body) = response.into_parts();
+    let exact = body.size_hint().exact();
+    let framing = framing(&parts, method, version, exact);
+    if let (Some(length), true) = (exact, method == Method::HEAD) {
+        // HEAD says the length the body would have had.
+        parts
+            .headers
+            .entry(CONTENT_LENGTH)
+            .or_insert_with(|| length.into());
+    }
+    let keep_alive = keep_alive && framing != Framing::UntilClose && !wants_close(&parts);
+    let mut head = Vec::with_capacity(512);
+    encode_head(&parts, framing, keep_alive, &mut head);
+    Start {
+        head,
+        body,
+        framing,
+        keep_alive,
+    }
+}
+
 /// Whether the handler asked to close the connection after the response.
-pub(crate) fn wants_close(parts: &response::Parts) -> bool {
+fn wants_close(parts: &response::Parts) -> bool {
     has_token(&parts.headers, &CONNECTION, "close")
 }
 
@@ -114,9 +151,7 @@ pub(crate) fn encode_data(mut data: impl Buf, chunked: bool, out: &mut Vec<u8>) 
         // An empty chunk would end a chunked body.
         return;
     }
-    if chunked {
-        out.extend_from_slice(format!("{length:x}\r\n").as_bytes());
-    }
+    out.extend_from_slice(ChunkLine::new(length, chunked).as_bytes());
     out.reserve(length + 2);
     while data.has_remaining() {
         let chunk = data.chunk();
@@ -126,6 +161,37 @@ pub(crate) fn encode_data(mut data: impl Buf, chunked: bool, out: &mut Vec<u8>) 
     }
     if chunked {
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A chunk's size line (hex digits and CRLF), on the stack; empty when the body
+/// is not chunked.
+pub(crate) struct ChunkLine {
+    bytes: [u8; 18],
+    len: usize,
+}
+
+impl ChunkLine {
+    pub(crate) fn new(length: usize, chunked: bool) -> Self {
+        let mut line = Self {
+            bytes: [0; 18],
+            len: 0,
+        };
+        if chunked {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let digits = (usize::BITS - length.leading_zeros()).div_ceil(4).max(1) as usize;
+            for (i, slot) in line.bytes[..digits].iter_mut().enumerate() {
+                let shift = 4 * (digits - 1 - i);
+                *slot = HEX[(length >> shift) & 0xf];
+            }
+            line.bytes[digits..digits + 2].copy_from_slice(b"\r\n");
+            line.len = digits + 2;
+        }
+        line
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -234,6 +300,15 @@ mod tests {
         encode_data(Bytes::new(), true, &mut out);
         encode_data(Bytes::from_static(b"raw"), false, &mut out);
         assert_eq!(out, b"a\r\ndata: hi\n\n\r\nraw");
+    }
+
+    #[test]
+    fn chunk_lines_are_lowercase_hex() {
+        for length in [1, 9, 10, 255, 4096, 0x1234_5678, usize::MAX] {
+            let line = ChunkLine::new(length, true);
+            assert_eq!(line.as_bytes(), format!("{length:x}\r\n").as_bytes());
+        }
+        assert!(ChunkLine::new(5, false).as_bytes().is_empty());
     }
 
     #[test]

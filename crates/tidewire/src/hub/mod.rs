@@ -529,7 +529,7 @@ impl Hub {
             produce(
                 Arc::clone(self),
                 Arc::clone(&run),
-                Job { request, turn, key },
+                Box::new(Job { request, turn, key }),
                 slot,
             ),
             span,
@@ -755,7 +755,9 @@ struct Job {
 }
 
 /// The producer of one run: the pipeline, then the stored answer, then `done`.
-async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Job, slot: Slot) {
+/// The job comes boxed: an async fn keeps its arguments twice (as given, and as
+/// locals), and this future lives in every run's task for the whole answer.
+async fn produce(hub: Arc<Hub>, run: Arc<Run>, job: Box<Job>, slot: Slot) {
     let started = Instant::now();
     let answered = hub
         .pipeline

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tidewire_protocol::{
     ChatEvent, ClientToolCall, ErrorEvent, QualityScore, Sources, ToolFinished, ToolStarted, Usage,
@@ -16,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::stop::{Scan, StopScanner};
 use super::{Ending, EventSink};
 use crate::llm::{
-    Backend, Chunk, GenerationRequest, LlmError, PromptMessage, PromptRole, ToolCall, ToolExchange,
+    Backend, Chunk, Generation, GenerationRequest, LlmError, PromptMessage, PromptRole, ToolCall,
+    ToolExchange,
 };
 use crate::metrics::{Metrics, ToolLabel, UpstreamLabel};
 use crate::tools::{ToolContext, ToolSet};
@@ -57,7 +59,7 @@ pub struct Tools<'a> {
 /// dropping the model's stream and any running call.
 pub async fn generate(
     backend: Arc<dyn Backend>,
-    mut request: GenerationRequest,
+    mut request: Box<GenerationRequest>,
     tools: Option<Tools<'_>>,
     metrics: &Metrics,
     sink: &dyn EventSink,
@@ -96,7 +98,11 @@ pub async fn generate(
         };
         let prompt_estimate = estimate_tokens(request.messages.iter().map(|m| m.content.as_str()));
         let tokens_before = answer.completion_tokens;
-        let outcome = one_round(&backend, request.clone(), &mut answer, sink, cancel).await;
+        // The backend's future is made here, not in `one_round`: a request taken by
+        // value there would be kept twice in the future of every running answer.
+        let opening = backend.generate(GenerationRequest::clone(&request));
+        let stops = StopScanner::new(&request.sampling.stop);
+        let outcome = one_round(opening, stops, &mut answer, sink, cancel).await;
         if let Some(error) = &outcome.error {
             metrics.count(
                 &metrics.upstream_errors,
@@ -211,8 +217,8 @@ struct Round {
 /// One request to the model: its tokens are emitted as they come, its tool calls
 /// collected.
 async fn one_round(
-    backend: &Arc<dyn Backend>,
-    request: GenerationRequest,
+    opening: BoxFuture<'_, Result<Generation, LlmError>>,
+    mut stops: StopScanner,
     answer: &mut Answer<'_>,
     sink: &dyn EventSink,
     cancel: &CancellationToken,
@@ -226,12 +232,11 @@ async fn one_round(
         error: None,
         scored: false,
     };
-    let mut stops = StopScanner::new(&request.sampling.stop);
     round.ending = 'round: {
         let mut stream = tokio::select! {
             biased;
             () = cancel.cancelled() => break 'round Ending::Stopped,
-            generation = backend.generate(request) => match generation {
+            generation = opening => match generation {
                 Ok(generation) => {
                     answer.model = generation.model;
                     generation.stream

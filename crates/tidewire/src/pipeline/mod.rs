@@ -474,7 +474,7 @@ impl Pipeline {
                 };
                 let done = generate(
                     Arc::clone(&backend),
-                    generation,
+                    Box::new(generation),
                     Some(tools),
                     &self.metrics,
                     sink,
