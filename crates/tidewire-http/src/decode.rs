@@ -154,7 +154,7 @@ fn take_line(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, BodyError> {
 }
 
 /// The first `n` bytes of `buf`, removed from it.
-pub(crate) fn take_front(buf: &mut Vec<u8>, n: usize) -> Bytes {
+fn take_front(buf: &mut Vec<u8>, n: usize) -> Bytes {
     if n == buf.len() {
         // The whole buffer: hand over its allocation instead of copying.
         return Bytes::from(std::mem::take(buf));

@@ -23,7 +23,7 @@ pub(crate) enum Framing {
 
 /// The framing of a response to a request with `method` and `version`, whose body
 /// says it has exactly `exact` bytes, if it knows.
-pub(crate) fn framing(
+fn framing(
     parts: &response::Parts,
     method: &Method,
     version: Version,
