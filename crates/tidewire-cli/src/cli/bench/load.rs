@@ -3,18 +3,20 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use reqwest::Method;
 use tokio::time::Instant;
+
+use super::http1::{Client, Target};
 
 /// What each stream sends.
 #[derive(Debug, Clone)]
 pub struct RequestSpec {
     /// The SSE URL.
     pub url: String,
+    /// Where the URL's requests go.
+    pub target: Target,
     /// `GET` or `POST`.
-    pub method: Method,
+    pub method: String,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
     /// The body; `{i}` is replaced by the client index.
@@ -29,20 +31,25 @@ pub struct RequestSpec {
 }
 
 impl RequestSpec {
-    /// The request of stream `index`.
-    pub fn build(&self, client: &reqwest::Client, index: usize) -> reqwest::RequestBuilder {
-        let mut request = client
-            .request(self.method.clone(), &self.url)
-            .header("accept", "text/event-stream");
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
-        }
-        if let Some(body) = &self.body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.replace("{i}", &index.to_string()));
-        }
-        request
+    /// The same streams on another URL, with another method and body.
+    pub fn elsewhere(&self, url: &str, method: &str, body: Option<String>) -> Result<Self, String> {
+        Ok(Self {
+            url: url.to_owned(),
+            target: Target::parse(url)?,
+            method: method.to_owned(),
+            body,
+            ..self.clone()
+        })
+    }
+
+    /// The request bytes of stream `index`.
+    pub fn build(&self, index: usize) -> Vec<u8> {
+        let body = self
+            .body
+            .as_ref()
+            .map(|body| body.replace("{i}", &index.to_string()));
+        self.target
+            .request(&self.method, &self.headers, body.as_deref())
     }
 }
 
@@ -64,42 +71,58 @@ pub struct StreamTimes {
 /// Why a stream failed.
 pub type StreamError = String;
 
-/// Runs one stream to its end; `on_event` sees the times after each event.
+/// Runs stream `index` to its end on `client` (which keeps the connection for its
+/// next stream when the server allows); `on_event` sees the times after each event.
 pub async fn run_stream(
-    request: reqwest::RequestBuilder,
+    client: &mut Client,
     spec: &RequestSpec,
+    index: usize,
     mut on_event: impl FnMut(&StreamTimes),
 ) -> Result<StreamTimes, StreamError> {
+    let request = spec.build(index);
     let start = Instant::now();
-    let response = request
-        .send()
+    let mut response = client
+        .send(&spec.target, &request)
         .await
         .map_err(|e| format!("request failed: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
-    }
-    let mut body = response.bytes_stream();
     let mut decoder = tidewire_sse::Decoder::new();
     let mut times = StreamTimes::default();
     let mut done = false;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("stream broke: {e}"))?;
-        let now = start.elapsed();
-        decoder.push(&chunk);
-        while let Some(event) = decoder.next_event() {
-            let event = event.map_err(|e| format!("bad stream: {e}"))?;
-            times.events += 1;
-            times.first_event.get_or_insert(now);
-            times.last_event = Some(now);
-            if spec.done_data.as_deref() == Some(event.data) || event.event == spec.done_event {
-                done = true;
-            } else if event.event == spec.token_event {
-                times.tokens.push(now);
-            } else if event.event == "run" && times.run.is_none() {
-                times.run = run_ids(event.data);
-            }
-            on_event(&times);
-        }
+    let mut failure = None;
+    let mut more = true;
+    while more && failure.is_none() {
+        more = response
+            .next(|data| {
+                let now = start.elapsed();
+                decoder.push(data);
+                while let Some(event) = decoder.next_event() {
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(error) => {
+                            failure = Some(format!("bad stream: {error}"));
+                            return;
+                        }
+                    };
+                    times.events += 1;
+                    times.first_event.get_or_insert(now);
+                    times.last_event = Some(now);
+                    if spec.done_data.as_deref() == Some(event.data)
+                        || event.event == spec.done_event
+                    {
+                        done = true;
+                    } else if event.event == spec.token_event {
+                        times.tokens.push(now);
+                    } else if event.event == "run" && times.run.is_none() {
+                        times.run = run_ids(event.data);
+                    }
+                    on_event(&times);
+                }
+            })
+            .await
+            .map_err(|e| format!("stream broke: {e}"))?;
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
     }
     if done {
         Ok(times)

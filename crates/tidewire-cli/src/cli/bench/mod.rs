@@ -6,6 +6,7 @@
 //! `fanout` (one run, many subscribers) and `overhead` (time to first token through
 //! the server minus the same generation in this process).
 
+mod http1;
 mod load;
 mod procfs;
 mod raw;
@@ -19,10 +20,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use http1::Client;
 use load::{RequestSpec, histogram, overhead_report, record, run_stream, summary};
 
 /// The workloads.
@@ -139,11 +140,6 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let spec = spec(&args)?;
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(usize::MAX)
-        .connect_timeout(Duration::from_secs(10))
-        .build()?;
     let server_before = args.server_pid.and_then(procfs::sample);
     let sampler = args
         .server_pid
@@ -153,16 +149,21 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let workload = async {
         match args.workload {
-            Workload::Burst => burst(&client, &spec, &args).await,
-            Workload::Paced => paced(&client, &spec, &args).await,
-            Workload::Idle => idle(&client, &spec, &args).await,
-            Workload::Fanout => fanout(&client, &spec, &args).await,
-            Workload::Overhead => overhead(&client, &spec, &args).await,
+            Workload::Burst => burst(&spec, &args).await,
+            Workload::Paced => paced(&spec, &args).await,
+            Workload::Idle => idle(&spec, &args).await,
+            Workload::Fanout => fanout(&spec, &args).await,
+            Workload::Overhead => overhead(&spec, &args).await,
             Workload::Upstream => {
                 let direct = args
                     .direct_url
                     .as_deref()
                     .context("the upstream workload needs --direct-url")?;
+                let client = reqwest::Client::builder()
+                    .http1_only()
+                    .pool_max_idle_per_host(usize::MAX)
+                    .connect_timeout(Duration::from_secs(10))
+                    .build()?;
                 upstream::overhead(&client, &args.url, direct, args.requests).await
             }
             Workload::MockUpstream | Workload::RawPeer => Ok(Value::Null),
@@ -215,8 +216,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn spec(args: &BenchArgs) -> anyhow::Result<RequestSpec> {
-    let method =
-        Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()).context("--method")?;
+    let method = args.method.to_ascii_uppercase();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        bail!("--method {:?} is not an HTTP method", args.method);
+    }
     let mut headers = Vec::new();
     for header in &args.headers {
         let (name, value) = header
@@ -224,9 +227,9 @@ fn spec(args: &BenchArgs) -> anyhow::Result<RequestSpec> {
             .with_context(|| format!("--header {header:?} is not `Name: value`"))?;
         headers.push((name.trim().to_owned(), value.trim().to_owned()));
     }
-    let body = match (&args.body, args.workload, &method) {
+    let body = match (&args.body, args.workload, method.as_str()) {
         (Some(body), _, _) => Some(body.clone()),
-        (None, _, &Method::GET) => None,
+        (None, _, "GET") => None,
         (
             None,
             Workload::Burst
@@ -242,6 +245,7 @@ fn spec(args: &BenchArgs) -> anyhow::Result<RequestSpec> {
     };
     Ok(RequestSpec {
         url: args.url.clone(),
+        target: http1::Target::parse(&args.url).map_err(anyhow::Error::msg)?,
         method,
         headers,
         body,
@@ -260,24 +264,17 @@ fn chat_body(tokens: u32, rate: f64) -> String {
 }
 
 /// `burst`: C workers issue K requests in total, each read to its end.
-async fn burst(
-    client: &reqwest::Client,
-    spec: &RequestSpec,
-    args: &BenchArgs,
-) -> anyhow::Result<Value> {
+async fn burst(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, spec, next, errors) = (
-            client.clone(),
-            spec.clone(),
-            Arc::clone(&next),
-            Arc::clone(&errors),
-        );
+        let (spec, next, errors) = (spec.clone(), Arc::clone(&next), Arc::clone(&errors));
         let total = args.requests;
         workers.push(tokio::spawn(async move {
+            // One connection per worker, kept alive from one stream to the next.
+            let mut client = Client::default();
             let (mut first, mut last) = (histogram(), histogram());
             let (mut events, mut done) = (0u64, 0u64);
             loop {
@@ -285,7 +282,7 @@ async fn burst(
                 if index >= total {
                     break;
                 }
-                match run_stream(spec.build(&client, index), &spec, |_| {}).await {
+                match run_stream(&mut client, &spec, index, |_| {}).await {
                     Ok(times) => {
                         done += 1;
                         events += times.events;
@@ -339,20 +336,16 @@ fn record_lateness(histogram: &mut Histogram<u64>, tokens: &[Duration], rate: f6
 }
 
 /// `paced`: C streams at once, each of M tokens at R tokens/s.
-async fn paced(
-    client: &reqwest::Client,
-    spec: &RequestSpec,
-    args: &BenchArgs,
-) -> anyhow::Result<Value> {
+async fn paced(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
     let errors = Arc::new(AtomicU64::new(0));
     let rate = args.rate;
     let mut streams = Vec::new();
     for index in 0..args.concurrency {
-        let (client, spec, errors) = (client.clone(), spec.clone(), Arc::clone(&errors));
+        let (spec, errors) = (spec.clone(), Arc::clone(&errors));
         streams.push(tokio::spawn(async move {
             let mut lateness = histogram();
             let mut events = 0;
-            match run_stream(spec.build(&client, index), &spec, |_| {}).await {
+            match run_stream(&mut Client::default(), &spec, index, |_| {}).await {
                 Ok(times) => {
                     record_lateness(&mut lateness, &times.tokens, rate);
                     events = times.events;
@@ -384,11 +377,7 @@ async fn paced(
 }
 
 /// `idle`: C streams opened and held; memory per stream from the server's RSS.
-async fn idle(
-    client: &reqwest::Client,
-    spec: &RequestSpec,
-    args: &BenchArgs,
-) -> anyhow::Result<Value> {
+async fn idle(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
     let baseline = args.server_pid.and_then(procfs::sample);
     let opened = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
@@ -396,7 +385,7 @@ async fn idle(
     let stop = tokio_util::sync::CancellationToken::new();
     let mut streams = Vec::new();
     for index in 0..args.concurrency {
-        let (client, spec) = (client.clone(), spec.clone());
+        let spec = spec.clone();
         let (opened, closed, errors, stop) = (
             Arc::clone(&opened),
             Arc::clone(&closed),
@@ -405,7 +394,8 @@ async fn idle(
         );
         streams.push(tokio::spawn(async move {
             let mut counted = false;
-            let stream = run_stream(spec.build(&client, index), &spec, |times| {
+            let mut client = Client::default();
+            let stream = run_stream(&mut client, &spec, index, |times| {
                 if !counted && times.events > 0 {
                     counted = true;
                     opened.fetch_add(1, Ordering::Relaxed);
@@ -462,21 +452,17 @@ async fn idle(
 }
 
 /// `fanout`: one run started with the URL, then N subscribers on its events URL.
-async fn fanout(
-    client: &reqwest::Client,
-    spec: &RequestSpec,
-    args: &BenchArgs,
-) -> anyhow::Result<Value> {
+async fn fanout(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
     let base = reqwest::Url::parse(&spec.url)?;
     // The creating stream reports the run's address and its token times.
     let (run_tx, run_rx) = tokio::sync::oneshot::channel();
     let first_token = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let creator = {
-        let (client, spec, first_token) = (client.clone(), spec.clone(), Arc::clone(&first_token));
+        let (spec, first_token) = (spec.clone(), Arc::clone(&first_token));
         tokio::spawn(async move {
             let start = Instant::now();
             let mut run_tx = Some(run_tx);
-            run_stream(spec.build(&client, 0), &spec, |times| {
+            run_stream(&mut Client::default(), &spec, 0, |times| {
                 if let Some(run) = &times.run
                     && let Some(tx) = run_tx.take()
                 {
@@ -497,19 +483,16 @@ async fn fanout(
         Some(node) => reqwest::Url::parse(node)?.join(&events_url)?,
         None => base.join(&events_url)?,
     };
-    let subscriber_spec = RequestSpec {
-        url: events_url.to_string(),
-        method: Method::GET,
-        body: None,
-        ..spec.clone()
-    };
+    let subscriber_spec = spec
+        .elsewhere(events_url.as_str(), "GET", None)
+        .map_err(anyhow::Error::msg)?;
     let errors = Arc::new(AtomicU64::new(0));
     let mut subscribers = Vec::new();
     for index in 0..args.subscribers {
-        let (client, spec, errors) = (client.clone(), subscriber_spec.clone(), Arc::clone(&errors));
+        let (spec, errors) = (subscriber_spec.clone(), Arc::clone(&errors));
         subscribers.push(tokio::spawn(async move {
             let start = Instant::now();
-            match run_stream(spec.build(&client, index), &spec, |_| {}).await {
+            match run_stream(&mut Client::default(), &spec, index, |_| {}).await {
                 Ok(times) => Some((start, times)),
                 Err(error) => {
                     if errors.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -565,19 +548,16 @@ async fn fanout(
 
 /// `overhead`: K sequential requests through the server, time to first token, beside
 /// the same synthetic generation started in this process.
-async fn overhead(
-    client: &reqwest::Client,
-    spec: &RequestSpec,
-    args: &BenchArgs,
-) -> anyhow::Result<Value> {
+async fn overhead(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
     use futures_util::StreamExt;
     use tidewire::llm::{Backend, GenerationRequest, PromptMessage, PromptRole, Synthetic};
 
     let warmup = (args.requests / 10).max(10);
     let mut through = histogram();
     let mut errors = 0u64;
+    let mut client = Client::default();
     for index in 0..warmup + args.requests {
-        match run_stream(spec.build(client, index), spec, |_| {}).await {
+        match run_stream(&mut client, spec, index, |_| {}).await {
             Ok(times) => {
                 if index >= warmup
                     && let Some(&first) = times.tokens.first()
