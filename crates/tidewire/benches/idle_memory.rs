@@ -14,7 +14,9 @@
 //! from its call stack ([`PARTS`]).
 //!
 //! `cargo bench -p tidewire --bench idle_memory` prints Markdown tables;
-//! `TIDEWIRE_BENCH_STREAMS` sets the number of streams (default 2,000).
+//! `TIDEWIRE_BENCH_STREAMS` sets the number of streams (default 2,000);
+//! `TIDEWIRE_BENCH_PROFILE=path` keeps dhat's profile there, to read every call
+//! site in `dh_view.html`.
 
 // A benchmark, not the server: a failed step ends it with its reason.
 #![allow(clippy::expect_used, clippy::print_stdout)]
@@ -227,7 +229,14 @@ fn main() {
     // The profile is written as the streams are now: open and quiet.
     drop(profiler);
     let parts = parts(&profile_file, streams);
-    let _ = std::fs::remove_file(&profile_file);
+    match std::env::var_os("TIDEWIRE_BENCH_PROFILE") {
+        Some(keep) => {
+            std::fs::rename(&profile_file, &keep).expect("dhat's profile kept");
+        }
+        None => {
+            let _ = std::fs::remove_file(&profile_file);
+        }
+    }
 
     let connection = growth(before, connected, streams);
     let stream = growth(connected, streaming, streams);

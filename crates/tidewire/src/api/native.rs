@@ -4,6 +4,7 @@
 use tidewire_protocol::{ChatEvent, RunStarted};
 use tidewire_sse::Frame;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::auth::Auth;
@@ -38,29 +39,44 @@ impl WireFormat for Native {
             .auth
             .as_ref()
             .and_then(|auth| auth.streams.mint(&run.run_id, &run.user_id));
-        Box::new(NativeEncoder {
-            scratch: Vec::with_capacity(128),
-            token,
-        })
+        Box::new(NativeEncoder { token })
     }
 }
 
+thread_local! {
+    /// Where each payload is serialized before it is framed: one buffer per thread,
+    /// reused, rather than one per run, which a quiet run would hold for nothing.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer that grew past this for one large event is let go after it.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
 struct NativeEncoder {
-    /// Reused to serialize each payload before it is framed.
-    scratch: Vec<u8>,
     /// The `access_token` of the run's `events_url`, when one is needed.
     token: Option<String>,
 }
 
 impl EventEncoder for NativeEncoder {
     fn encode(&mut self, seq: u64, event: &ChatEvent, out: &mut Vec<u8>) {
-        self.scratch.clear();
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            self.frame(seq, event, scratch, out);
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+        });
+    }
+}
+
+impl NativeEncoder {
+    fn frame(&self, seq: u64, event: &ChatEvent, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
         // Serializing the protocol's plain structs into memory cannot fail, and JSON
         // escapes every line break, so the data is one line.
         let _ = match event {
             // The hub does not know URLs: the run event gets its own here.
             ChatEvent::Run(run) => serde_json::to_writer(
-                &mut self.scratch,
+                &mut *scratch,
                 &RunStarted {
                     events_url: match &self.token {
                         Some(token) => {
@@ -71,9 +87,9 @@ impl EventEncoder for NativeEncoder {
                     ..(**run).clone()
                 },
             ),
-            other => other.write_data(&mut self.scratch),
+            other => other.write_data(scratch),
         };
-        let data = String::from_utf8_lossy(&self.scratch);
+        let data = String::from_utf8_lossy(scratch);
         let mut digits = [0u8; 20];
         let id = format_decimal(seq, &mut digits);
         // Ids are digits and names fixed identifiers: neither can hold CR or LF.

@@ -319,6 +319,9 @@ impl Run {
         {
             Some(index) => index,
             None => {
+                // Most runs are read in one format: room for one, not the four a
+                // growing Vec makes (120 bytes each, for every idle stream).
+                state.encodings.reserve_exact(1);
                 state.encodings.push(Encoding {
                     format: format.name(),
                     encoder: Some(format.encoder(&self.identity)),
@@ -350,10 +353,16 @@ impl Run {
             // Caught-up subscribers all want the newest event: copy it once and share it.
             match &log.newest {
                 Some((index, bytes)) if *index == next => bytes.clone(),
-                _ => {
+                _ if self.subscribers.load(Ordering::Relaxed) > 1 => {
                     let bytes = Bytes::copy_from_slice(&log.wire[from..]);
                     log.newest = Some((next, bytes.clone()));
                     bytes
+                }
+                // A lone subscriber's copy, kept, would live as long as the stream
+                // is quiet, for nobody.
+                _ => {
+                    log.newest = None;
+                    Bytes::copy_from_slice(&log.wire[from..])
                 }
             }
         } else {

@@ -119,7 +119,7 @@ pub struct Passage {
 }
 
 /// What to generate.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenerationRequest {
     /// The conversation so far, the user's new message last (with the passages
     /// already written into it for models that read text).

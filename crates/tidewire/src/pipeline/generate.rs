@@ -98,10 +98,16 @@ pub async fn generate(
         };
         let prompt_estimate = estimate_tokens(request.messages.iter().map(|m| m.content.as_str()));
         let tokens_before = answer.completion_tokens;
+        let stops = StopScanner::new(&request.sampling.stop);
         // The backend's future is made here, not in `one_round`: a request taken by
         // value there would be kept twice in the future of every running answer.
-        let opening = backend.generate(GenerationRequest::clone(&request));
-        let stops = StopScanner::new(&request.sampling.stop);
+        // When no round can follow this one, the backend gets the request itself, not
+        // a copy: kept here, the prompt would stay in every quiet answer's memory.
+        let opening = if tools.is_some() && round < max_rounds {
+            backend.generate(GenerationRequest::clone(&request))
+        } else {
+            backend.generate(std::mem::take(&mut *request))
+        };
         let outcome = one_round(opening, stops, &mut answer, sink, cancel).await;
         if let Some(error) = &outcome.error {
             metrics.count(
