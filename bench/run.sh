@@ -188,16 +188,23 @@ for server in "${SERVERS[@]}"; do
         # Stop the sweep at the first concurrency that misses the bar.
         if ! python3 bench/report.py --check-paced "$RESULTS/paced-$c.$server.json"; then break; fi
     done
-    bench idle "$server" idle "${IDLE[@]}"
+    # Memory moves with when the allocator hands freed pages back: three runs, the
+    # median kept (bench/results/idle-runK.SERVER.json hold all three).
+    for k in 1 2 3; do bench "idle-run$k" "$server" idle "${IDLE[@]}"; done
+    python3 bench/report.py --median-idle "$RESULTS/idle" "$server"
     for n in "${FANOUT_N[@]}"; do
         bench "fanout-$n" "$server" fanout --subscribers "$n" "${FANOUT[@]}"
     done
 done
 
-# The machine's limit for the paced workload: the same sweep against the smallest writer.
+# The machine's limit for the paced and fan-out workloads: the same loads against the
+# smallest writer.
 for c in "${PACED_C[@]}"; do
     bench "paced-$c" raw paced -c "$c" "${PACED[@]}"
     if ! python3 bench/report.py --check-paced "$RESULTS/paced-$c.raw.json"; then break; fi
+done
+for n in "${FANOUT_N[@]}"; do
+    bench "fanout-$n" raw fanout --subscribers "$n" "${FANOUT[@]}"
 done
 
 log "idle memory by part (cargo bench -p tidewire --bench idle_memory)"

@@ -91,7 +91,7 @@ async fn a_server_that_refuses_counts_as_errors() {
 }
 
 #[tokio::test]
-async fn paced_streams_from_the_smallest_writer_end_by_close() {
+async fn the_smallest_writer_serves_paced_streams_and_a_fanout_ended_by_close() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -117,7 +117,24 @@ async fn paced_streams_from_the_smallest_writer_end_by_close() {
     .await;
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["errors"], 0);
-    // Ten tokens and `done` per stream.
-    assert_eq!(report["events"], 5 * 11);
+    // `run`, ten tokens and `done` per stream.
+    assert_eq!(report["events"], 5 * 12);
     assert_eq!(report["lateness"]["count"], 5 * 9);
+
+    let (report, code) = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "10",
+        "--tokens",
+        "10",
+        "--rate",
+        "50",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["errors"], 0);
+    // Every subscriber gets every token (written so far, then live) and `done`.
+    assert_eq!(report["events_delivered"], 10 * 11);
 }

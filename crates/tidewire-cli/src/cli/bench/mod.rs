@@ -376,65 +376,67 @@ async fn paced(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
     }))
 }
 
+/// At most this many `idle` streams are being opened at once.
+const IDLE_OPENING: usize = 256;
+
 /// `idle`: C streams opened and held; memory per stream from the server's RSS.
+///
+/// A tenth of the streams open first, and are held as long as all of them are later;
+/// then the server's memory is sampled, the rest open, at most [`IDLE_OPENING`] at a
+/// time, and after the hold it is sampled again. The figure is the growth between
+/// the samples divided by the streams opened between them: what one more held
+/// stream costs. Growth from before the first stream would also count what a server
+/// allocates once, at its start and on its first requests (an index built in the
+/// background, caches, a JIT's code): the same server measured 49 to 77 MB before
+/// its first stream, depending on when the sample fell. And ten thousand requests
+/// at once leave freed memory the allocator hands back late, up to 18 MB apart from
+/// one run to the next.
 async fn idle(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
-    let baseline = args.server_pid.and_then(procfs::sample);
+    let start = args.server_pid.and_then(procfs::sample);
     let opened = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let opening = Arc::new(tokio::sync::Semaphore::new(IDLE_OPENING));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut streams = Vec::new();
-    for index in 0..args.concurrency {
-        let spec = spec.clone();
-        let (opened, closed, errors, stop) = (
-            Arc::clone(&opened),
-            Arc::clone(&closed),
-            Arc::clone(&errors),
-            stop.clone(),
-        );
-        streams.push(tokio::spawn(async move {
-            let mut counted = false;
-            let mut client = Client::default();
-            let stream = run_stream(&mut client, &spec, index, |times| {
-                if !counted && times.events > 0 {
-                    counted = true;
-                    opened.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            tokio::select! {
-                () = stop.cancelled() => {}
-                result = stream => {
-                    closed.fetch_add(1, Ordering::Relaxed);
-                    if let Err(error) = result
-                        && errors.fetch_add(1, Ordering::Relaxed) < 3
-                    {
-                        eprintln!("stream {index}: {error}");
-                    }
-                }
-            }
-        }));
+    let warm = (args.concurrency / 10).max(1).min(args.concurrency);
+    let mut samples = Vec::new();
+    for (first, last) in [(0, warm), (warm, args.concurrency)] {
+        for index in first..last {
+            let permit = Arc::clone(&opening).acquire_owned().await?;
+            streams.push(tokio::spawn(idle_stream(
+                spec.clone(),
+                index,
+                permit,
+                [Arc::clone(&opened), Arc::clone(&closed)],
+                Arc::clone(&errors),
+                stop.clone(),
+            )));
+        }
+        // Wait until every stream got its first event (or a minute passed).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while opened.load(Ordering::Relaxed) + closed.load(Ordering::Relaxed) < last
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Both samples after the same hold, so both see the server settled alike.
+        tokio::time::sleep(Duration::from_secs(args.hold)).await;
+        samples.push((
+            args.server_pid.and_then(procfs::sample),
+            opened.load(Ordering::Relaxed),
+        ));
     }
-    // Wait until every stream got its first event (or a minute passed).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while opened.load(Ordering::Relaxed) + closed.load(Ordering::Relaxed) < args.concurrency
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let open_at_start = opened.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    let loaded = args.server_pid.and_then(procfs::sample);
+    let (before, open_before) = samples.first().copied().unwrap_or_default();
+    let (loaded, open_at_start) = samples.last().copied().unwrap_or_default();
     let still_open = open_at_start.saturating_sub(closed.load(Ordering::Relaxed));
     stop.cancel();
     for stream in streams {
         let _ = stream.await;
     }
-    let per_stream = match (baseline, loaded) {
-        (Some(before), Some(after)) if open_at_start > 0 => {
-            json!(
-                (after.rss_kib.saturating_sub(before.rss_kib)) as f64 * 1024.0
-                    / open_at_start as f64
-            )
+    let per_stream = |before: Option<procfs::Sample>, streams: usize| match (before, loaded) {
+        (Some(before), Some(after)) if streams > 0 => {
+            json!((after.rss_kib.saturating_sub(before.rss_kib)) as f64 * 1024.0 / streams as f64)
         }
         _ => Value::Null,
     };
@@ -445,10 +447,43 @@ async fn idle(spec: &RequestSpec, args: &BenchArgs) -> anyhow::Result<Value> {
         "still_open": still_open,
         "errors": errors.load(Ordering::Relaxed),
         "events": 0,
-        "server_bytes_per_stream": per_stream,
-        "server_rss_kib_before": baseline.map(|s| s.rss_kib),
+        "server_bytes_per_stream": per_stream(before, open_at_start.saturating_sub(open_before)),
+        "server_bytes_per_stream_from_start": per_stream(start, open_at_start),
+        "streams_measured": open_at_start.saturating_sub(open_before),
+        "server_rss_kib_start": start.map(|s| s.rss_kib),
+        "server_rss_kib_before": before.map(|s| s.rss_kib),
         "server_rss_kib_loaded": loaded.map(|s| s.rss_kib),
     }))
+}
+
+/// One stream of `idle`: holds its opening permit until its first event, counts
+/// itself as opened (then as closed, if it ends), and is held until `stop`.
+async fn idle_stream(
+    spec: RequestSpec,
+    index: usize,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    [opened, closed]: [Arc<AtomicUsize>; 2],
+    errors: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut permit = Some(permit);
+    let mut client = Client::default();
+    let stream = run_stream(&mut client, &spec, index, |times| {
+        if times.events > 0 && permit.take().is_some() {
+            opened.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    tokio::select! {
+        () = stop.cancelled() => {}
+        result = stream => {
+            closed.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = result
+                && errors.fetch_add(1, Ordering::Relaxed) < 3
+            {
+                eprintln!("stream {index}: {error}");
+            }
+        }
+    }
 }
 
 /// `fanout`: one run started with the URL, then N subscribers on its events URL.
