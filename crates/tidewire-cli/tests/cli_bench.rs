@@ -41,6 +41,25 @@ async fn bench(args: &[&str]) -> (Value, Option<i32>) {
     (report, output.status.code())
 }
 
+/// `tidewire bench fanout` of a 10-token run at 50 tokens/s, `subscribers` following it.
+async fn fanout(url: &str, subscribers: &str) -> Value {
+    let (report, code) = bench(&[
+        "fanout",
+        "--url",
+        url,
+        "--subscribers",
+        subscribers,
+        "--tokens",
+        "10",
+        "--rate",
+        "50",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["errors"], 0);
+    report
+}
+
 #[tokio::test]
 async fn burst_reads_every_event_of_every_stream() {
     let app = spawn_app().await;
@@ -61,20 +80,7 @@ async fn burst_reads_every_event_of_every_stream() {
 async fn fanout_follows_one_run_from_many_subscribers() {
     let app = spawn_app().await;
     let url = format!("{}/api/chat", app.base);
-    let (report, code) = bench(&[
-        "fanout",
-        "--url",
-        &url,
-        "--subscribers",
-        "20",
-        "--tokens",
-        "10",
-        "--rate",
-        "50",
-    ])
-    .await;
-    assert_eq!(code, Some(0), "{report}");
-    assert_eq!(report["errors"], 0);
+    let report = fanout(&url, "20").await;
     assert!(
         report["events_delivered"].as_u64().unwrap() >= 20 * 10,
         "{report}"
@@ -121,20 +127,7 @@ async fn the_smallest_writer_serves_paced_streams_and_a_fanout_ended_by_close() 
     assert_eq!(report["events"], 5 * 12);
     assert_eq!(report["lateness"]["count"], 5 * 9);
 
-    let (report, code) = bench(&[
-        "fanout",
-        "--url",
-        &url,
-        "--subscribers",
-        "10",
-        "--tokens",
-        "10",
-        "--rate",
-        "50",
-    ])
-    .await;
-    assert_eq!(code, Some(0), "{report}");
-    assert_eq!(report["errors"], 0);
+    let report = fanout(&url, "10").await;
     // Every subscriber gets every token (written so far, then live) and `done`.
     assert_eq!(report["events_delivered"], 10 * 11);
 }
