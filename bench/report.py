@@ -252,7 +252,7 @@ def write_report(results, out, quick):
     # Summary against the bars and aims of the benchmark's specification.
     tb, pb, nb = r("burst", "tidewire"), r("burst", "peer"), r("burst", "node")
     ti, to, tu = r("idle", "tidewire"), r("overhead", "tidewire"), r("upstream", "tidewire")
-    cs_all = sorted({int(re.match(r"paced-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"paced-\d+\.", f) and f.endswith(".json")})
+    cs_all = sizes(results, "paced")
     paced_best = max([c for c in cs_all if paced_ok(r(f"paced-{c}", "tidewire"))], default=None)
     codec = dict(codec_rows(os.path.join(os.path.dirname(os.path.abspath(results)), "..", "target", "criterion")))
     def met(ok):
@@ -427,7 +427,7 @@ def write_report(results, out, quick):
     add("| concurrent streams | " + " | ".join(f"{label} p50 / p99 / max (ms) | errors" for _, label in PACED_SERVERS) + " |")
     add("|---:|" + "---|---:|" * len(PACED_SERVERS))
     best = {server: None for server, _ in PACED_SERVERS}
-    cs = sorted({int(re.match(r"paced-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"paced-\d+\.", f) and f.endswith(".json")})
+    cs = sizes(results, "paced")
     ran = {server: [c for c in cs if r(f"paced-{c}", server)] for server, _ in PACED_SERVERS}
     for c in cs:
         cells = []
@@ -506,7 +506,7 @@ def write_report(results, out, quick):
     add("")
     add("| subscribers | " + " | ".join(f"{label} events/s | lateness p50 / p99 (ms) | errors" for _, label in PACED_SERVERS) + " |")
     add("|---:|" + "---:|---|---:|" * len(PACED_SERVERS))
-    ns = sorted({int(re.match(r"fanout-(\d+)\.", f).group(1)) for f in os.listdir(results) if re.match(r"fanout-\d+\.", f) and f.endswith(".json")})
+    ns = sizes(results, "fanout")
     for n in ns:
         cells = []
         for server, _ in PACED_SERVERS:
@@ -683,6 +683,12 @@ def write_report(results, out, quick):
     add("")
     with open(out, "w") as f:
         f.write("\n".join(lines))
+
+
+def sizes(results, workload):
+    """The loads a swept workload ran at, from its result files (WORKLOAD-N.SERVER.json)."""
+    found = (re.match(rf"{workload}-(\d+)\.", f) for f in os.listdir(results) if f.endswith(".json"))
+    return sorted({int(m.group(1)) for m in found if m})
 
 
 def median_idle(prefix, server):
