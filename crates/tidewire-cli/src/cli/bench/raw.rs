@@ -123,11 +123,17 @@ async fn follow(
     let mut sent = 0;
     loop {
         let (written, done) = *run.borrow_and_update();
-        if written > sent {
-            let count = usize::try_from(written - sent).unwrap_or(usize::MAX);
-            socket.write_all(&TOKEN.repeat(count)).await?;
-            sent = written;
+        // Live, one token at a time, goes out as the constant itself; only a
+        // subscriber that is behind gets them copied into one write.
+        match written.saturating_sub(sent) {
+            0 => {}
+            1 => socket.write_all(TOKEN).await?,
+            behind => {
+                let count = usize::try_from(behind).unwrap_or(usize::MAX);
+                socket.write_all(&TOKEN.repeat(count)).await?;
+            }
         }
+        sent = written;
         if done {
             socket.write_all(DONE).await?;
             return socket.shutdown().await;
