@@ -540,6 +540,16 @@ def write_report(results, out, quick):
         if po:
             add(f"| {label}: first token over HTTP | {fmt(po['through_server']['p50_ms'], 3)} | {fmt(po['through_server']['p99_ms'], 3)} |")
     add("")
+    writes = os.path.join(results, "store-writes.md")
+    if os.path.exists(writes):
+        with open(writes) as f:
+            text = f.read().strip()
+        add("The turn's commit is the largest part: `cargo bench -p tidewire --bench store_writes`")
+        add("times the store's writes alone.")
+        add("")
+        # Its own headings become sub-headings here.
+        add(text.replace("### ", "#### ").replace("## Store writes", "### Store writes", 1))
+        add("")
 
     # In front of a model server.
     tu = r("upstream", "tidewire")

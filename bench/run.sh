@@ -214,6 +214,13 @@ else
     cargo bench -p tidewire --bench idle_memory --quiet >"$RESULTS/idle-memory.md" 2>"$RESULTS/idle-memory.stderr" || log "the idle memory benchmark failed"
 fi
 
+log "store writes (cargo bench -p tidewire --bench store_writes)"
+if [ "$QUICK" = 1 ]; then
+    TIDEWIRE_BENCH_TURNS=500 cargo bench -p tidewire --bench store_writes --quiet >"$RESULTS/store-writes.md" 2>"$RESULTS/store-writes.stderr" || log "the store writes benchmark failed"
+else
+    cargo bench -p tidewire --bench store_writes --quiet >"$RESULTS/store-writes.md" 2>"$RESULTS/store-writes.stderr" || log "the store writes benchmark failed"
+fi
+
 log "upstream: tidewire in front of a zero-delay mock model server"
 "$TW" bench mock-upstream --addr "127.0.0.1:$MOCK_PORT" >"$RESULTS/mock-upstream.log" 2>&1 &
 MOCK_PID=$!
