@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The embedded database's writer failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The database schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

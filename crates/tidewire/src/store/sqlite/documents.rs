@@ -1,8 +1,7 @@
 //! The `documents` table: the records of the retrieval index's documents. Reads
-//! run on the read pool; the writer task calls [`put`] and [`delete`].
+//! run on the read pool; the writer thread calls [`put`] and [`delete`].
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::sqlite::SqlitePool;
 
 use crate::store::rows::{DOCUMENT_COLUMNS, DocumentRow, to_i64};
 use crate::store::{DocumentKey, DocumentRecord};
@@ -64,48 +63,42 @@ pub(super) async fn list(
 
 /// Inserts a document record or replaces the one with its id, keeping when it was
 /// created.
-pub(super) async fn put(
-    conn: &mut SqliteConnection,
+pub(super) fn put(
+    conn: &rusqlite::Connection,
     document: &DocumentRecord,
     now: i64,
-) -> Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error> {
-    sqlx::query(
+) -> Result<usize, rusqlite::Error> {
+    conn.prepare_cached(
         "INSERT INTO documents \
          (id, collection, name, source, format, content_hash, bytes, chunks, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (id) DO UPDATE SET collection = excluded.collection, name = excluded.name, \
          source = excluded.source, format = excluded.format, content_hash = excluded.content_hash, \
          bytes = excluded.bytes, chunks = excluded.chunks, updated_at = excluded.updated_at",
-    )
-    .bind(&document.id)
-    .bind(&document.collection)
-    .bind(&document.name)
-    .bind(&document.source)
-    .bind(&document.format)
-    .bind(&document.content_hash)
-    .bind(to_i64(document.bytes))
-    .bind(to_i64(document.chunks))
-    .bind(document.created_at.0.min(now))
-    .bind(now)
-    .execute(&mut *conn)
-    .await
+    )?
+    .execute(rusqlite::params![
+        document.id,
+        document.collection,
+        document.name,
+        document.source,
+        document.format,
+        document.content_hash,
+        to_i64(document.bytes),
+        to_i64(document.chunks),
+        document.created_at.0.min(now),
+        now,
+    ])
 }
 
-/// Deletes documents by id, a bounded number of ids per statement.
-pub(super) async fn delete(
-    conn: &mut SqliteConnection,
+/// Deletes documents by id.
+pub(super) fn delete(
+    conn: &rusqlite::Connection,
     ids: &[String],
-) -> Result<u64, sqlx::Error> {
-    const IDS_PER_STATEMENT: usize = 500;
+) -> Result<usize, rusqlite::Error> {
+    let mut statement = conn.prepare_cached("DELETE FROM documents WHERE id = ?1")?;
     let mut deleted = 0;
-    for ids in ids.chunks(IDS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM documents WHERE id IN (");
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        query.push(")");
-        deleted += query.build().execute(&mut *conn).await?.rows_affected();
+    for id in ids {
+        deleted += statement.execute([id])?;
     }
     Ok(deleted)
 }

@@ -1,8 +1,8 @@
-//! The embedded store: SQLite in WAL mode, through sqlx.
+//! The embedded store: SQLite in WAL mode.
 //!
-//! Every write goes to the single writer task of [`writer`] (group commit, multi-row
-//! statements). Reads go through a small pool; WAL lets them run beside the writer
-//! and see every acknowledged write.
+//! Every write goes to the single writer thread of [`writer`] (group commit, on
+//! rusqlite). Reads go through a small sqlx pool; WAL lets them run beside the
+//! writer and see every acknowledged write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -11,10 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Connection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -89,8 +87,9 @@ impl SqliteStore {
             source,
         })?;
         let lock = lock_data_dir(data_dir)?;
+        let database = data_dir.join("tidewire.db");
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("tidewire.db"))
+            .filename(&database)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // With WAL, NORMAL loses no committed transaction on a process crash; only
@@ -100,14 +99,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.clone())
+            .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&reads).await?;
-        // The writer never checkpoints; see the writer module.
-        let writer =
-            SqliteConnection::connect_with(&options.clone().pragma("wal_autocheckpoint", "0"))
-                .await?;
-        let writes = writer::spawn(writer, reads.clone());
+        let writes = writer::spawn(&database, reads.clone())?;
         Ok(Self {
             reads,
             writes,
@@ -355,6 +350,37 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_is_undone_alone_and_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let first = store.start_turn(turn(None, "first")).await.unwrap();
+        // A new conversation whose answer reuses a run id: its conversation row goes
+        // in before the message fails, and must go out with it.
+        let mut reused = turn(None, "reused run");
+        reused.run_id = "run-1".into();
+        let mut original = turn(None, "original run");
+        original.run_id = "run-1".into();
+        store.start_turn(original).await.unwrap();
+        let (before, failed, after) = tokio::join!(
+            store.start_turn(turn(Some(&first.conversation_id), "before")),
+            store.start_turn(reused),
+            store.start_turn(turn(None, "after"))
+        );
+        before.unwrap();
+        after.unwrap();
+        assert!(matches!(failed, Err(StoreError::Sqlite(_))), "{failed:?}");
+        let titles: Vec<String> = store
+            .list_conversations(LOCAL_USER, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.title)
+            .collect();
+        assert_eq!(titles.len(), 3, "{titles:?}");
+        assert!(!titles.iter().any(|t| t.contains("reused")), "{titles:?}");
     }
 
     #[tokio::test]

@@ -1,17 +1,17 @@
 //! The single writer of the SQLite store.
 //!
-//! SQLite allows one writer at a time, and every statement through sqlx is a round
-//! trip to the connection's thread. So one task takes whatever writes have queued up
-//! and commits them in one transaction (group commit), and a run of new turns,
-//! flushes and finishes goes out as a few multi-row statements, whatever its length.
-//! A database error rolls the batch back and each write is then retried alone, so
-//! one bad write neither half-applies nor fails the others.
+//! SQLite allows one writer at a time. The writer is one connection on its own
+//! thread: it takes whatever writes have queued up and commits them in one
+//! transaction (group commit). A batch is one hand-over between threads, whatever
+//! its length; a write costs its statements and no more (every `POST /api/chat`
+//! waits for one before its first token). Each write runs in its own savepoint, so
+//! one that fails is undone alone and the rest of its batch commits.
 
-use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::rows::{json_list, to_i64};
@@ -19,12 +19,14 @@ use crate::store::{
     FinishedMessage, NewTurn, PartialAnswer, StoreError, Turn, new_id, now_millis, title_of,
 };
 
-/// Most writes committed in one transaction (a turn binds 16 values: far under
-/// SQLite's 32,766).
+/// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
 /// How often the write-ahead log is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a write waits for a lock another process holds (`tidewire keys`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A write.
 #[derive(Debug)]
@@ -53,26 +55,51 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
-/// Starts the writer on `conn` (which must not checkpoint on its own) and the
-/// checkpointer on `reads`; returns where to send writes.
-pub(super) fn spawn(conn: SqliteConnection, reads: SqlitePool) -> mpsc::Sender<Job> {
+/// Opens the writer's connection to `database` (already migrated), starts its
+/// thread and the checkpointer on `reads`; returns where to send writes.
+pub(super) fn spawn(database: &Path, reads: SqlitePool) -> Result<mpsc::Sender<Job>, StoreError> {
+    let conn = open(database)?;
     let (writes, jobs) = mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(write_loop(conn, jobs));
+    std::thread::Builder::new()
+        .name("tidewire-sqlite-writer".into())
+        .spawn(move || write_loop(conn, jobs))
+        .map_err(|error| StoreError::WriteFailed(format!("cannot start the writer: {error}")))?;
     tokio::spawn(checkpoint_loop(reads));
-    writes
+    Ok(writes)
 }
 
-async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) {
+fn open(database: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // With WAL (set when the database was created), NORMAL loses no committed
+    // transaction on a process crash; only a power loss can take back the last few.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The writer never checkpoints: see `checkpoint_loop`.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
+}
+
+fn write_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ops: Vec<&Op> = batch.iter().map(|job| &job.op).collect();
-        let outcomes = commit_batch(&mut conn, &ops).await;
+    // Ends when the store and every clone of it are gone.
+    while let Some(job) = jobs.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit(&mut conn, &batch);
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             // The caller may have gone away; the write is committed all the same.
             let _ = job.reply.send(outcome);
         }
     }
-    let _ = conn.close().await;
 }
 
 /// The writer never checkpoints: a checkpoint syncs the database file and would
@@ -96,386 +123,222 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-async fn commit_batch(
-    conn: &mut SqliteConnection,
-    ops: &[&Op],
-) -> Vec<Result<Outcome, StoreError>> {
-    match commit(conn, ops).await {
-        Ok(outcomes) => outcomes,
-        Err(error) if ops.len() > 1 => {
-            tracing::warn!(%error, writes = ops.len(), "store batch failed; applying its writes one by one");
-            let mut outcomes = Vec::with_capacity(ops.len());
-            for op in ops {
-                outcomes.push(match commit(conn, std::slice::from_ref(op)).await {
-                    Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
-                    Err(error) => Err(error.into()),
-                });
-            }
-            outcomes
-        }
-        Err(error) => vec![Err(error.into())],
-    }
-}
-
-/// Applies `ops` in one transaction; a database error rolls all of them back.
-async fn commit(
-    conn: &mut SqliteConnection,
-    ops: &[&Op],
-) -> Result<Vec<Result<Outcome, StoreError>>, sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    match apply_all(conn, ops).await {
-        Ok(outcomes) => {
-            if let Err(error) = sqlx::query("COMMIT").execute(&mut *conn).await {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(error);
-            }
-            Ok(outcomes)
-        }
-        Err(error) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err(error)
-        }
-    }
-}
-
-/// Applies `ops` in order: each run of turns, flushes and finishes together, the
-/// other writes one at a time between them.
-async fn apply_all(
-    conn: &mut SqliteConnection,
-    ops: &[&Op],
-) -> Result<Vec<Result<Outcome, StoreError>>, sqlx::Error> {
-    let mut outcomes: Vec<Option<Result<Outcome, StoreError>>> = ops.iter().map(|_| None).collect();
-    let mut run = Vec::new();
-    for (index, op) in ops.iter().enumerate() {
-        match op {
-            Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => run.push(index),
-            Op::InterruptStreaming
-            | Op::InterruptRuns(_)
-            | Op::DeleteConversation { .. }
-            | Op::PutDocument(_)
-            | Op::DeleteDocuments(_) => {
-                apply_run(conn, ops, &run, &mut outcomes).await?;
-                run.clear();
-                outcomes[index] = Some(Ok(apply_alone(conn, op).await?));
-            }
-        }
-    }
-    apply_run(conn, ops, &run, &mut outcomes).await?;
-    Ok(outcomes
-        .into_iter()
-        .map(|outcome| outcome.unwrap_or(Err(StoreError::Closed)))
-        .collect())
-}
-
-/// Turns, then flushes, then finishes. Within a run their order does not matter: a
-/// finish follows its turn in an earlier batch, and a flush never overwrites a
-/// finished answer.
-async fn apply_run(
-    conn: &mut SqliteConnection,
-    ops: &[&Op],
-    run: &[usize],
-    outcomes: &mut [Option<Result<Outcome, StoreError>>],
-) -> Result<(), sqlx::Error> {
-    let now = now_millis();
-    let mut turns = Vec::new();
-    let mut answers = Vec::new();
-    let mut finishes = Vec::new();
-    for &index in run {
-        match ops[index] {
-            Op::StartTurn(turn) => turns.push((index, turn)),
-            Op::Flush(partial) => answers.extend(partial),
-            Op::Finish(message) => finishes.push(message),
-            Op::InterruptStreaming
-            | Op::InterruptRuns(_)
-            | Op::DeleteConversation { .. }
-            | Op::PutDocument(_)
-            | Op::DeleteDocuments(_) => {}
-        }
-    }
-    start_turns(conn, &turns, now, outcomes).await?;
-    let flushed = flush(conn, &answers).await?;
-    let finished = finish(conn, &finishes, now).await?;
-    for &index in run {
-        match ops[index] {
-            Op::Flush(_) => outcomes[index] = Some(Ok(Outcome::Rows(flushed))),
-            Op::Finish(_) => outcomes[index] = Some(Ok(Outcome::Rows(finished))),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-async fn start_turns(
-    conn: &mut SqliteConnection,
-    turns: &[(usize, &NewTurn)],
-    now: i64,
-    outcomes: &mut [Option<Result<Outcome, StoreError>>],
-) -> Result<(), sqlx::Error> {
-    if turns.is_empty() {
-        return Ok(());
-    }
-    let named: HashSet<&str> = turns
-        .iter()
-        .filter_map(|(_, turn)| turn.conversation_id.as_deref())
-        .collect();
-    // The named conversations that exist, with their owner and the place of their
-    // last message.
-    let mut owners: HashMap<String, String> = HashMap::new();
-    let mut last_seq: HashMap<String, i64> = if named.is_empty() {
-        HashMap::new()
-    } else {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT c.id, coalesce(max(m.seq), 0), c.user_id FROM conversations c \
-             LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.id IN (",
-        );
-        let mut ids = query.separated(", ");
-        for id in &named {
-            ids.push_bind(*id);
-        }
-        query.push(") GROUP BY c.id");
-        let rows = query.build().fetch_all(&mut *conn).await?;
-        rows.iter()
-            .filter_map(|row| {
-                let id: String = row.try_get(0).ok()?;
-                owners.insert(id.clone(), row.try_get(2).ok()?);
-                Some((id, row.try_get(1).ok()?))
-            })
+/// Applies the jobs' writes in order in one transaction, each in its own savepoint.
+fn commit(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Outcome, StoreError>> {
+    let failed = |error: rusqlite::Error| {
+        tracing::warn!(%error, writes = jobs.len(), "store batch failed");
+        jobs.iter()
+            .map(|_| Err(StoreError::WriteFailed(error.to_string())))
             .collect()
     };
-    let found: HashSet<String> = last_seq.keys().cloned().collect();
-
-    let mut new_conversations = Vec::new();
-    let mut messages = Vec::new();
-    for &(index, turn) in turns {
-        let conversation_id = match &turn.conversation_id {
-            // Another user's conversation is not found, whatever the client asks:
-            // no answer may confirm that it exists.
-            Some(id) if owners.get(id).is_some_and(|owner| *owner != turn.user_id) => {
-                outcomes[index] = Some(Err(StoreError::ConversationNotFound(id.clone())));
-                continue;
-            }
-            Some(id) if found.contains(id) || last_seq.contains_key(id) => id.clone(),
-            Some(id) if turn.create_missing => {
-                // Created here, once, even when several turns of the batch name it.
-                last_seq.insert(id.clone(), 0);
-                owners.insert(id.clone(), turn.user_id.clone());
-                new_conversations.push((id.clone(), title_of(&turn.message), &turn.user_id));
-                id.clone()
-            }
-            Some(id) => {
-                outcomes[index] = Some(Err(StoreError::ConversationNotFound(id.clone())));
-                continue;
-            }
-            None => {
-                let id = new_id();
-                new_conversations.push((id.clone(), title_of(&turn.message), &turn.user_id));
-                id
-            }
-        };
-        let seq = last_seq.entry(conversation_id.clone()).or_insert(0);
-        let first = *seq + 1;
-        *seq += 2;
-        let created = Turn {
-            conversation_id,
-            user_message_id: new_id(),
-            assistant_message_id: new_id(),
-        };
-        messages.push((created.clone(), turn, first));
-        outcomes[index] = Some(Ok(Outcome::Turn(created)));
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => return failed(error),
+    };
+    let now = now_millis();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(apply_alone(&mut tx, &job.op, now));
     }
+    match tx.commit() {
+        Ok(()) => outcomes,
+        Err(error) => failed(error),
+    }
+}
 
-    if !found.is_empty() {
-        let mut query = QueryBuilder::<Sqlite>::new("UPDATE conversations SET updated_at = ");
-        query.push_bind(now).push(" WHERE id IN (");
-        let mut ids = query.separated(", ");
-        for id in &found {
-            ids.push_bind(id.as_str());
+/// One write in a savepoint: all of it, or none of it.
+fn apply_alone(
+    tx: &mut rusqlite::Transaction<'_>,
+    op: &Op,
+    now: i64,
+) -> Result<Outcome, StoreError> {
+    let savepoint = tx.savepoint()?;
+    let outcome = apply(&savepoint, op, now)?;
+    savepoint.commit()?;
+    Ok(outcome)
+}
+
+fn apply(conn: &Connection, op: &Op, now: i64) -> Result<Outcome, StoreError> {
+    let rows = match op {
+        Op::StartTurn(turn) => return start_turn(conn, turn, now).map(Outcome::Turn),
+        Op::Flush(answers) => flush(conn, answers)?,
+        Op::Finish(message) => finish(conn, message, now)?,
+        Op::InterruptStreaming => {
+            let rows = conn
+                .prepare_cached(&format!("{INTERRUPT} WHERE status = 'streaming'"))?
+                .execute([now])?;
+            delete_folded_pieces(conn)?;
+            rows
         }
-        query.push(")");
-        query.build().execute(&mut *conn).await?;
-    }
-    if !new_conversations.is_empty() {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO conversations (id, title, created_at, updated_at, user_id) ",
-        );
-        query.push_values(&new_conversations, |mut row, (id, title, user_id)| {
-            row.push_bind(id)
-                .push_bind(title)
-                .push_bind(now)
-                .push_bind(now)
-                .push_bind(*user_id);
-        });
-        query.build().execute(&mut *conn).await?;
-    }
-    if !messages.is_empty() {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (id, conversation_id, seq, role, content, status, run_id, created_at, updated_at) ",
-        );
-        // The user message, then the answer.
-        let rows = messages.iter().flat_map(|(ids, turn, first)| {
-            [
-                (
-                    &ids.user_message_id,
-                    &ids.conversation_id,
-                    *first,
-                    "user",
-                    turn.message.as_str(),
-                    "complete",
-                    None,
-                ),
-                (
-                    &ids.assistant_message_id,
-                    &ids.conversation_id,
-                    *first + 1,
-                    "assistant",
-                    "",
-                    "streaming",
-                    Some(turn.run_id.as_str()),
-                ),
-            ]
-        });
-        query.push_values(
-            rows,
-            |mut row, (id, conversation_id, seq, role, content, status, run_id)| {
-                row.push_bind(id)
-                    .push_bind(conversation_id)
-                    .push_bind(seq)
-                    .push_bind(role)
-                    .push_bind(content)
-                    .push_bind(status)
-                    .push_bind(run_id)
-                    .push_bind(now)
-                    .push_bind(now);
-            },
-        );
-        query.build().execute(&mut *conn).await?;
-    }
+        Op::InterruptRuns(run_ids) => {
+            let mut marked = 0;
+            let mut statement = conn.prepare_cached(&format!(
+                "{INTERRUPT} WHERE status = 'streaming' AND run_id = ?2"
+            ))?;
+            for run_id in run_ids {
+                marked += statement.execute(params![now, run_id])?;
+            }
+            delete_folded_pieces(conn)?;
+            marked
+        }
+        Op::DeleteConversation { id, user_id } => conn
+            .prepare_cached("DELETE FROM conversations WHERE id = ?1 AND user_id = ?2")?
+            .execute(params![id, user_id])?,
+        Op::PutDocument(document) => super::documents::put(conn, document, now)?,
+        Op::DeleteDocuments(ids) => super::documents::delete(conn, ids)?,
+    };
+    Ok(Outcome::Rows(rows as u64))
+}
+
+/// Stores the question and an empty `streaming` answer after the conversation's
+/// last message, creating the conversation when asked to.
+fn start_turn(conn: &Connection, turn: &NewTurn, now: i64) -> Result<Turn, StoreError> {
+    let (conversation_id, last_seq) = match &turn.conversation_id {
+        Some(id) => {
+            // `max` in a subquery of its own reads one entry of the (conversation,
+            // seq) index, however long the conversation.
+            let found: Option<(String, i64)> = conn
+                .prepare_cached(
+                    "SELECT user_id, coalesce((SELECT max(seq) FROM messages \
+                     WHERE conversation_id = ?1), 0) FROM conversations WHERE id = ?1",
+                )?
+                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            match found {
+                // Another user's conversation is not found, whatever the client
+                // asks: no answer may confirm that it exists.
+                Some((owner, _)) if owner != turn.user_id => {
+                    return Err(StoreError::ConversationNotFound(id.clone()));
+                }
+                Some((_, last_seq)) => {
+                    conn.prepare_cached("UPDATE conversations SET updated_at = ?2 WHERE id = ?1")?
+                        .execute(params![id, now])?;
+                    (id.clone(), last_seq)
+                }
+                None if turn.create_missing => {
+                    insert_conversation(conn, id, turn, now)?;
+                    (id.clone(), 0)
+                }
+                None => return Err(StoreError::ConversationNotFound(id.clone())),
+            }
+        }
+        None => {
+            let id = new_id();
+            insert_conversation(conn, &id, turn, now)?;
+            (id, 0)
+        }
+    };
+    let created = Turn {
+        conversation_id,
+        user_message_id: new_id(),
+        assistant_message_id: new_id(),
+    };
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, seq, role, content, status, run_id, \
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+    )?;
+    insert.execute(params![
+        created.user_message_id,
+        created.conversation_id,
+        last_seq + 1,
+        "user",
+        turn.message,
+        "complete",
+        None::<&str>,
+        now,
+    ])?;
+    insert.execute(params![
+        created.assistant_message_id,
+        created.conversation_id,
+        last_seq + 2,
+        "assistant",
+        "",
+        "streaming",
+        turn.run_id,
+        now,
+    ])?;
+    Ok(created)
+}
+
+fn insert_conversation(
+    conn: &Connection,
+    id: &str,
+    turn: &NewTurn,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO conversations (id, title, created_at, updated_at, user_id) \
+         VALUES (?1, ?2, ?3, ?3, ?4)",
+    )?
+    .execute(params![id, title_of(&turn.message), now, turn.user_id])?;
     Ok(())
 }
 
 /// The new text of running answers, as pieces; nothing is added to an answer that
 /// is no longer running.
-async fn flush(
-    conn: &mut SqliteConnection,
-    answers: &[&PartialAnswer],
-) -> Result<u64, sqlx::Error> {
-    if answers.is_empty() {
-        return Ok(0);
-    }
-    let mut query = QueryBuilder::<Sqlite>::new(
+fn flush(conn: &Connection, answers: &[PartialAnswer]) -> Result<usize, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(
         "INSERT OR REPLACE INTO answer_parts (message_id, position, text) \
-         SELECT v.column1, v.column2, v.column3 FROM (",
-    );
-    query.push_values(answers, |mut row, answer| {
-        row.push_bind(&answer.message_id)
-            .push_bind(i64::try_from(answer.position).unwrap_or(i64::MAX))
-            .push_bind(&answer.text);
-    });
-    query.push(") AS v JOIN messages m ON m.id = v.column1 WHERE m.status = 'streaming'");
-    Ok(query.build().execute(&mut *conn).await?.rows_affected())
-}
-
-/// The final text and state of answers.
-async fn finish(
-    conn: &mut SqliteConnection,
-    messages: &[&FinishedMessage],
-    now: i64,
-) -> Result<u64, sqlx::Error> {
-    if messages.is_empty() {
-        return Ok(0);
+         SELECT ?1, ?2, ?3 WHERE EXISTS \
+         (SELECT 1 FROM messages WHERE id = ?1 AND status = 'streaming')",
+    )?;
+    let mut rows = 0;
+    for answer in answers {
+        rows += statement.execute(params![
+            answer.message_id,
+            i64::try_from(answer.position).unwrap_or(i64::MAX),
+            answer.text,
+        ])?;
     }
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "UPDATE messages SET content = v.column2, status = v.column3, model = v.column4, \
-         prompt_tokens = v.column5, completion_tokens = v.column6, error_code = v.column7, \
-         error_message = v.column8, sources = v.column9, quality_score = v.column10, \
-         follow_up_questions = v.column11, tool_calls = v.column12, updated_at = ",
-    );
-    query.push_bind(now).push(" FROM (");
-    query.push_values(messages, |mut row, message| {
-        let (code, text) = message.error.clone().unzip();
-        row.push_bind(&message.message_id)
-            .push_bind(&message.content)
-            .push_bind(message.status.as_str())
-            .push_bind(&message.model)
-            .push_bind(message.usage.map(|u| to_i64(u.prompt_tokens)))
-            .push_bind(message.usage.map(|u| to_i64(u.completion_tokens)))
-            .push_bind(code)
-            .push_bind(text)
-            .push_bind(json_list(&message.sources))
-            .push_bind(message.quality_score)
-            .push_bind(json_list(&message.follow_up_questions))
-            .push_bind(json_list(&message.tool_calls));
-    });
-    query.push(") AS v WHERE messages.id = v.column1");
-    let rows = query.build().execute(&mut *conn).await?.rows_affected();
-    // The final text holds every piece.
-    let mut parts = QueryBuilder::<Sqlite>::new("DELETE FROM answer_parts WHERE message_id IN (");
-    let mut ids = parts.separated(", ");
-    for message in messages {
-        ids.push_bind(&message.message_id);
-    }
-    parts.push(")");
-    parts.build().execute(&mut *conn).await?;
     Ok(rows)
 }
 
-async fn apply_alone(conn: &mut SqliteConnection, op: &Op) -> Result<Outcome, sqlx::Error> {
-    let now = now_millis();
-    let rows = match op {
-        Op::InterruptStreaming => {
-            let mut query = QueryBuilder::<Sqlite>::new(INTERRUPT);
-            query.push_bind(now).push(" WHERE status = 'streaming'");
-            let rows = query.build().execute(&mut *conn).await?;
-            delete_folded_pieces(conn).await?;
-            rows
-        }
-        Op::InterruptRuns(run_ids) => {
-            const IDS_PER_STATEMENT: usize = 500;
-            let mut marked = 0;
-            for run_ids in run_ids.chunks(IDS_PER_STATEMENT) {
-                let mut query = QueryBuilder::<Sqlite>::new(INTERRUPT);
-                query
-                    .push_bind(now)
-                    .push(" WHERE status = 'streaming' AND run_id IN (");
-                let mut list = query.separated(", ");
-                for run_id in run_ids {
-                    list.push_bind(run_id);
-                }
-                query.push(")");
-                marked += query.build().execute(&mut *conn).await?.rows_affected();
-            }
-            delete_folded_pieces(conn).await?;
-            return Ok(Outcome::Rows(marked));
-        }
-        Op::DeleteConversation { id, user_id } => {
-            sqlx::query("DELETE FROM conversations WHERE id = ? AND user_id = ?")
-                .bind(id)
-                .bind(user_id)
-                .execute(&mut *conn)
-                .await?
-        }
-        Op::PutDocument(document) => super::documents::put(conn, document, now).await?,
-        Op::DeleteDocuments(ids) => {
-            return Ok(Outcome::Rows(super::documents::delete(conn, ids).await?));
-        }
-        Op::StartTurn(_) | Op::Flush(_) | Op::Finish(_) => return Ok(Outcome::Rows(0)),
-    };
-    Ok(Outcome::Rows(rows.rows_affected()))
+/// The final text and state of an answer, which then holds every piece.
+fn finish(
+    conn: &Connection,
+    message: &FinishedMessage,
+    now: i64,
+) -> Result<usize, rusqlite::Error> {
+    let (code, text) = message.error.clone().unzip();
+    let rows = conn
+        .prepare_cached(
+            "UPDATE messages SET content = ?2, status = ?3, model = ?4, prompt_tokens = ?5, \
+             completion_tokens = ?6, error_code = ?7, error_message = ?8, sources = ?9, \
+             quality_score = ?10, follow_up_questions = ?11, tool_calls = ?12, \
+             updated_at = ?13 WHERE id = ?1",
+        )?
+        .execute(params![
+            message.message_id,
+            message.content,
+            message.status.as_str(),
+            message.model,
+            message.usage.map(|u| to_i64(u.prompt_tokens)),
+            message.usage.map(|u| to_i64(u.completion_tokens)),
+            code,
+            text,
+            json_list(&message.sources),
+            message.quality_score,
+            json_list(&message.follow_up_questions),
+            json_list(&message.tool_calls),
+            now,
+        ])?;
+    conn.prepare_cached("DELETE FROM answer_parts WHERE message_id = ?1")?
+        .execute([&message.message_id])?;
+    Ok(rows)
 }
 
-/// Marks answers `interrupted` (those of the WHERE clause that follows the bound
-/// time), their flushed pieces becoming their text, as a finish would write it.
+/// Marks answers `interrupted` (those of the WHERE clause that follows; `?1` is
+/// the time), their flushed pieces becoming their text, as a finish would write it.
 const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', \
      content = content || coalesce((SELECT group_concat(p.text, '' ORDER BY p.position) \
-     FROM answer_parts p WHERE p.message_id = messages.id), ''), updated_at = ";
+     FROM answer_parts p WHERE p.message_id = messages.id), ''), updated_at = ?1";
 
 /// Deletes the pieces of answers no longer running: their text holds them.
-async fn delete_folded_pieces(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
+fn delete_folded_pieces(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
         "DELETE FROM answer_parts WHERE message_id IN \
          (SELECT id FROM messages WHERE status <> 'streaming')",
-    )
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute([])?;
     Ok(())
 }
