@@ -363,8 +363,7 @@ def write_report(results, out, quick):
     if to and to.get("overhead_p99_ms", 0) >= 0.5:
         add(f"Where the first-token goal is missed: p50 {to['overhead_p50_ms']:.2f} ms, p99 {to['overhead_p99_ms']:.2f} ms. Before its first token, each")
         add("request validates, commits its turn to SQLite (conversation, user message, `streaming` answer: one")
-        add("transaction, committed before the run starts) and starts the run; this run did not")
-        add("profile which of them makes the tail.")
+        add("write on the store's writer thread, timed alone under the first-token section) and starts the run.")
         add("")
     idle_heap = idle_heap_bytes(results)
     if ti and ti.get("server_bytes_per_stream"):
