@@ -4,8 +4,8 @@
 //! thread: it takes whatever writes have queued up and commits them in one
 //! transaction (group commit). A batch is one hand-over between threads, whatever
 //! its length; a write costs its statements and no more (every `POST /api/chat`
-//! waits for one before its first token). Each write runs in its own savepoint, so
-//! one that fails is undone alone and the rest of its batch commits.
+//! waits for one before its first token). A write that fails is undone alone: its
+//! batch is then written again one write at a time, and the rest of it commits.
 
 use std::path::Path;
 use std::time::Duration;
@@ -80,6 +80,10 @@ fn open(database: &Path) -> Result<Connection, rusqlite::Error> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The writer never checkpoints: see `checkpoint_loop`.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // A flush adds a piece to every running answer, all over the parts table: with
+    // SQLite's default 2 MiB of cache, thousands of running answers made it write
+    // pages out in the middle of a transaction and read them back in the next.
+    conn.pragma_update(None, "cache_size", -16 * 1024)?;
     Ok(conn)
 }
 
@@ -123,39 +127,51 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-/// Applies the jobs' writes in order in one transaction, each in its own savepoint.
+/// Applies the jobs' writes in order in one transaction. When one of them fails,
+/// the transaction is undone and each write is applied again in a transaction of
+/// its own, so the failing one is undone alone and the rest commit.
+///
+/// Not a savepoint per write: inside one, every statement's journal (the pages it
+/// changed, as they were) is kept until the savepoint ends, and a flush of every
+/// running answer spilled it to a temporary file, a disk write per page.
 fn commit(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Outcome, StoreError>> {
-    let failed = |error: rusqlite::Error| {
-        tracing::warn!(%error, writes = jobs.len(), "store batch failed");
-        jobs.iter()
-            .map(|_| Err(StoreError::WriteFailed(error.to_string())))
-            .collect()
-    };
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(error) => return failed(error),
-    };
     let now = now_millis();
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        outcomes.push(apply_alone(&mut tx, &job.op, now));
-    }
-    match tx.commit() {
-        Ok(()) => outcomes,
-        Err(error) => failed(error),
+    let ops = jobs.iter().map(|job| &job.op);
+    match commit_together(conn, ops, now) {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(error) if jobs.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::debug!(%error, writes = jobs.len(), "store batch failed; writing one at a time");
+            jobs.iter()
+                .map(|job| {
+                    commit_together(conn, std::iter::once(&job.op), now)
+                        .map(|mut outcomes| outcomes.remove(0))
+                })
+                .collect()
+        }
     }
 }
 
-/// One write in a savepoint: all of it, or none of it.
-fn apply_alone(
-    tx: &mut rusqlite::Transaction<'_>,
-    op: &Op,
+/// Applies `ops` in one transaction: all of them, or none.
+fn commit_together<'a>(
+    conn: &mut Connection,
+    ops: impl ExactSizeIterator<Item = &'a Op>,
     now: i64,
-) -> Result<Outcome, StoreError> {
-    let savepoint = tx.savepoint()?;
-    let outcome = apply(&savepoint, op, now)?;
-    savepoint.commit()?;
-    Ok(outcome)
+) -> Result<Vec<Outcome>, StoreError> {
+    let failed = |error: rusqlite::Error| {
+        tracing::warn!(%error, "store transaction failed");
+        StoreError::WriteFailed(error.to_string())
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        // Dropped on the way out, the transaction rolls back.
+        outcomes.push(apply(&tx, op, now)?);
+    }
+    tx.commit().map_err(failed)?;
+    Ok(outcomes)
 }
 
 fn apply(conn: &Connection, op: &Op, now: i64) -> Result<Outcome, StoreError> {
