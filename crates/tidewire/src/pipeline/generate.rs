@@ -14,6 +14,7 @@ use tidewire_protocol::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::Cancelled;
 use super::stop::{Scan, StopScanner};
 use super::{Ending, EventSink};
 use crate::llm::{
@@ -253,10 +254,10 @@ async fn one_round(
                 }
             },
         };
-        // One waiter for the whole stream: a fresh `cancelled()` per token registers
-        // and unregisters with the token's lock on every token.
-        let cancelled = cancel.cancelled();
-        tokio::pin!(cancelled);
+        // One waiter for the whole stream, polled only when it woke the task: a fresh
+        // `cancelled()` per token, or the token's own future polled on every token,
+        // takes the token's locks on every token.
+        let mut cancelled = Cancelled::new(cancel);
         loop {
             let item = tokio::select! {
                 biased;

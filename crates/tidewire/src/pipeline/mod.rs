@@ -35,6 +35,7 @@ use crate::retrieval::{Hit, Retriever, Scope};
 use crate::store::{Store, Turn};
 use crate::tools::{ToolContext, ToolSet, Toolbox};
 
+mod cancel;
 pub mod follow_ups;
 mod generate;
 mod prompt;
