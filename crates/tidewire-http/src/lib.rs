@@ -22,12 +22,13 @@ mod response;
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -74,6 +75,31 @@ where
     fn call(&mut self, request: Request<RequestBody>) -> S::Future {
         tower_service::Service::call(self, request)
     }
+}
+
+/// Connections that may wait to be accepted: a chat service sees thousands of
+/// streams open at once (a deploy, a reconnecting fleet). The kernel caps it at
+/// `net.core.somaxconn`.
+pub const BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with room for [`BACKLOG`] connections waiting to be accepted.
+///
+/// `TcpListener::bind` leaves room for 128 (of 1,500 connections opened at once
+/// and never accepted, 129 got through): 5,000 streams opening at once overflowed
+/// it, the kernel dropped the handshakes it had no room for, and a client now and
+/// then saw its connection closed without an answer.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server may listen while the old
+    // one's connections linger.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves; then stops

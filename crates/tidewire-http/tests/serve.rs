@@ -318,3 +318,28 @@ async fn shutdown_closes_idle_connections_and_waits_for_streams() {
         .unwrap();
     assert!(TcpStream::connect(server.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_burst_of_connections_beyond_the_default_backlog_is_not_dropped() {
+    // Nothing accepts: every connection waits in the listener's backlog. With the
+    // 128 of `TcpListener::bind`, the kernel drops the handshakes past it and their
+    // connects hang in retries (129 of the 1,500 got through).
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|cap| cap.trim().parse::<u32>().ok());
+    if cap.is_some_and(|cap| cap < 1500) {
+        eprintln!("skipped: the kernel caps every backlog at net.core.somaxconn = {cap:?}");
+        return;
+    }
+    let listener = tidewire_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects = (0..1500)
+        .map(|_| tokio::time::timeout(Duration::from_millis(900), TcpStream::connect(addr)));
+    let connected = futures_util::future::join_all(connects)
+        .await
+        .into_iter()
+        .filter(|outcome| matches!(outcome, Ok(Ok(_))))
+        .count();
+    assert_eq!(connected, 1500);
+    drop(listener);
+}

@@ -204,6 +204,11 @@ fn node_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Listens on `addr` with room for a burst of connections (see [`tidewire_http::listen`]).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tidewire_http::listen(addr)
+}
+
 /// The router of the whole server.
 pub fn app(state: AppState) -> Router {
     api::router(state)

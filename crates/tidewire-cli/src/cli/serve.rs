@@ -211,9 +211,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.addr)
-            .await
-            .map_err(|error| cannot_listen(config.addr, &error))?;
+        let listener =
+            tidewire::listen(config.addr).map_err(|error| cannot_listen(config.addr, &error))?;
         tidewire::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -39,7 +39,8 @@ type Runs = Mutex<HashMap<u64, watch::Receiver<(u64, bool)>>>;
 /// `options.tokens_per_second`, then `done`) and `GET /healthz` on `addr`, one
 /// request per connection, until the process is stopped.
 pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    // The server's backlog: a burst of streams opening at once fits in both.
+    let listener = tidewire::listen(addr)?;
     eprintln!("raw peer listening on http://{}", listener.local_addr()?);
     let runs: Arc<Runs> = Arc::default();
     let ids = Arc::new(AtomicU64::new(0));
