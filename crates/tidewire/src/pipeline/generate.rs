@@ -109,6 +109,8 @@ pub async fn generate(
         } else {
             backend.generate(std::mem::take(&mut *request))
         };
+        // This round's text is the end of the answer's: not kept twice while it grows.
+        let round_start = answer.text.len();
         let outcome = one_round(opening, stops, &mut answer, sink, cancel).await;
         if let Some(error) = &outcome.error {
             metrics.count(
@@ -163,7 +165,11 @@ pub async fn generate(
         };
         request.messages.push(PromptMessage {
             role: PromptRole::Assistant,
-            content: outcome.text,
+            content: answer
+                .text
+                .get(round_start..)
+                .unwrap_or_default()
+                .to_owned(),
             tool_calls: exchanges,
         });
         finish_reason = None;
@@ -192,7 +198,7 @@ struct Answer<'m> {
 }
 
 impl Answer<'_> {
-    fn emit(&mut self, piece: String, round_text: &mut String, sink: &dyn EventSink) {
+    fn emit(&mut self, piece: String, sink: &dyn EventSink) {
         if !piece.is_empty() {
             let now = Instant::now();
             if let Some(last) = self.last_token.replace(now) {
@@ -203,7 +209,6 @@ impl Answer<'_> {
                 .get_or_insert_with(|| self.started.elapsed());
             self.completion_tokens = self.completion_tokens.saturating_add(1);
             self.text.push_str(&piece);
-            round_text.push_str(&piece);
             sink.emit(ChatEvent::token(piece));
         }
     }
@@ -212,8 +217,6 @@ impl Answer<'_> {
 /// What one request to the model gave.
 struct Round {
     ending: Ending,
-    /// This round's text.
-    text: String,
     calls: Vec<ToolCall>,
     usage: Option<Usage>,
     finish_reason: Option<String>,
@@ -232,7 +235,6 @@ async fn one_round(
 ) -> Round {
     let mut round = Round {
         ending: Ending::Complete,
-        text: String::new(),
         calls: Vec::new(),
         usage: None,
         finish_reason: None,
@@ -270,7 +272,7 @@ async fn one_round(
                         Scan::Emit(piece) => (piece, false),
                         Scan::Stopped(piece) => (piece, true),
                     };
-                    answer.emit(piece, &mut round.text, sink);
+                    answer.emit(piece, sink);
                     if stopped {
                         // The model's stream is dropped: it stops generating.
                         round.finish_reason = Some("stop".to_owned());
@@ -293,7 +295,7 @@ async fn one_round(
                     break 'round Ending::Failed;
                 }
                 None => {
-                    answer.emit(stops.finish(), &mut round.text, sink);
+                    answer.emit(stops.finish(), sink);
                     break 'round Ending::Complete;
                 }
             }
