@@ -204,10 +204,8 @@ fn node_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Listens on `addr` with room for a burst of connections (see [`tidewire_http::listen`]).
-pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tidewire_http::listen(addr)
-}
+/// Listens with room for a burst of connections; `tidewire serve` uses it.
+pub use tidewire_http::listen;
 
 /// The router of the whole server.
 pub fn app(state: AppState) -> Router {
