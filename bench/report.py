@@ -644,7 +644,9 @@ def write_report(results, out, quick):
     # Metrics on and off: bench/metrics.sh writes its table.
     section("metrics.md", "## The cost of metrics", [
         "`bash bench/metrics.sh`: burst with `[metrics]` on and off, in alternating rounds",
-        "on the same machine; the median of the rounds.",
+        "on the same machine; the figure is the median of the rounds' ratios (a round with",
+        "metrics on over the round with them off right after it), as the machine's speed",
+        "drifts between rounds by more than the cost measured.",
     ])
 
     # The shared run log: bench/cluster.sh writes its table.

@@ -21,7 +21,7 @@ use crate::llm::{
     Backend, Chunk, Generation, GenerationRequest, LlmError, PromptMessage, PromptRole, ToolCall,
     ToolExchange,
 };
-use crate::metrics::{Metrics, ToolLabel, UpstreamLabel};
+use crate::metrics::{HistogramBatch, Metrics, ToolLabel, UpstreamLabel};
 use crate::tools::{ToolContext, ToolSet};
 
 /// What a generation produced besides its tokens.
@@ -81,7 +81,7 @@ pub async fn generate(
         completion_tokens: 0,
         started,
         last_token: None,
-        metrics,
+        gaps: metrics.batch(&metrics.token_gap),
     };
     let mut usage = Usage::default();
     let mut usage_estimated = false;
@@ -194,16 +194,18 @@ struct Answer<'m> {
     completion_tokens: u64,
     started: Instant,
     last_token: Option<Instant>,
-    metrics: &'m Metrics,
+    /// The gaps between its tokens, added to the server's metrics when it ends.
+    gaps: Option<HistogramBatch<'m>>,
 }
 
 impl Answer<'_> {
     fn emit(&mut self, piece: String, sink: &dyn EventSink) {
         if !piece.is_empty() {
-            let now = Instant::now();
-            if let Some(last) = self.last_token.replace(now) {
-                self.metrics
-                    .observe(&self.metrics.token_gap, now.duration_since(last));
+            if let Some(gaps) = &mut self.gaps {
+                let now = Instant::now();
+                if let Some(last) = self.last_token.replace(now) {
+                    gaps.observe(now.duration_since(last).as_secs_f64());
+                }
             }
             self.first_token
                 .get_or_insert_with(|| self.started.elapsed());

@@ -19,6 +19,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod batch;
+
+pub use batch::{BATCH, BatchedHistogram, HistogramBatch};
+
 macro_rules! label_set {
     ($(#[$doc:meta])* $name:ident { $($field:ident),+ }) => {
         $(#[$doc])*
@@ -73,7 +77,7 @@ pub struct Metrics {
     /// Time from the start of a run to its first token, by backend.
     pub time_to_first_token: Family<BackendLabel, Histogram>,
     /// Time between two tokens of an answer.
-    pub token_gap: Histogram,
+    pub token_gap: BatchedHistogram,
     /// How long runs took, by how they ended.
     pub run_duration: Family<StatusLabel, Histogram>,
     /// How long a resumed stream took to send what it had missed.
@@ -137,7 +141,7 @@ impl Metrics {
         let metrics = Self {
             enabled,
             time_to_first_token: Family::new_with_constructor(latency),
-            token_gap: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            token_gap: BatchedHistogram::doubling(0.0001, 18),
             run_duration: Family::new_with_constructor(latency),
             resume_catch_up: latency(),
             request_duration: Family::new_with_constructor(latency),
@@ -318,6 +322,11 @@ impl Metrics {
         if self.enabled {
             counter.inc_by(n);
         }
+    }
+
+    /// A batch of observations for `histogram`, when enabled.
+    pub fn batch<'h>(&self, histogram: &'h BatchedHistogram) -> Option<HistogramBatch<'h>> {
+        self.enabled.then(|| histogram.batch())
     }
 
     /// Records `duration` in `histogram`, when enabled.
