@@ -225,7 +225,7 @@ impl Run {
         if to > from {
             tally.events += (to - from) as u64;
             tally.bytes += bytes as u64;
-            if tally.events >= crate::metrics::BATCH {
+            if tally.events >= u64::from(crate::metrics::BATCH) {
                 tally.flush(metrics);
             }
         }
