@@ -69,7 +69,8 @@ impl BatchedHistogram {
     }
 
     /// The histogram's count and sum.
-    pub fn count_and_sum(&self) -> (u64, f64) {
+    #[cfg(test)]
+    fn count_and_sum(&self) -> (u64, f64) {
         let totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
         (totals.count, totals.sum)
     }

@@ -329,13 +329,6 @@ impl Metrics {
         self.enabled.then(|| histogram.batch())
     }
 
-    /// Records `duration` in `histogram`, when enabled.
-    pub fn observe(&self, histogram: &Histogram, duration: Duration) {
-        if self.enabled {
-            histogram.observe(duration.as_secs_f64());
-        }
-    }
-
     /// Records `duration` in `family`'s histogram of `labels`, when enabled.
     pub fn observe_in<L>(&self, family: &Family<L, Histogram>, labels: L, duration: Duration)
     where

@@ -194,7 +194,8 @@ struct Answer<'m> {
     completion_tokens: u64,
     started: Instant,
     last_token: Option<Instant>,
-    /// The gaps between its tokens, added to the server's metrics when it ends.
+    /// The gaps between its tokens, added to the server's metrics every
+    /// [`crate::metrics::BATCH`] and when it ends; `None` when metrics are off.
     gaps: Option<HistogramBatch<'m>>,
 }
 
