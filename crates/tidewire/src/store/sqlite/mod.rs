@@ -1,7 +1,7 @@
 //! The embedded store: SQLite in WAL mode.
 //!
-//! Every write goes to the single writer thread of [`writer`] (group commit, on
-//! rusqlite). Reads go through a small sqlx pool; WAL lets them run beside the
+//! Every write goes through the single connection of [`writer`] (rusqlite): on its
+//! thread, in groups, or a lone new turn on the caller's. Reads go through a small sqlx pool; WAL lets them run beside the
 //! writer and see every acknowledged write.
 
 use std::fs::{File, OpenOptions};
@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{ConversationRow, MessageRow};
 use super::{
@@ -26,13 +25,13 @@ mod documents;
 pub(super) mod keys;
 mod writer;
 
-use writer::{Job, Op, Outcome};
+use writer::{Op, Outcome, Writer};
 
 /// The SQLite store. Cloning shares the same database and writer.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     reads: SqlitePool,
-    writes: mpsc::Sender<Job>,
+    writes: Writer,
     /// Held for as long as the store is open: one tidewire per data directory.
     _lock: Arc<File>,
 }
@@ -102,7 +101,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&reads).await?;
-        let writes = writer::spawn(&database, reads.clone())?;
+        let writes = Writer::spawn(&database, reads.clone())?;
         Ok(Self {
             reads,
             writes,
@@ -111,12 +110,7 @@ impl SqliteStore {
     }
 
     async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.writes
-            .send(Job { op, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        outcome.await.map_err(|_| StoreError::Closed)?
+        self.writes.write(op).await
     }
 
     /// A write whose outcome is a row count.
@@ -350,6 +344,54 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turns_arriving_together_each_get_their_own_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let first = store.start_turn(turn(None, "first")).await.unwrap();
+        let id = first.conversation_id;
+        // Some are committed by the tasks themselves, some by the writer thread,
+        // from both runtime threads: no two may take the same place.
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                let id = id.clone();
+                tokio::spawn(
+                    async move { store.start_turn(turn(Some(&id), &format!("q{i}"))).await },
+                )
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let messages = store.list_messages(&id, LOCAL_USER).await.unwrap().unwrap();
+        let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=402).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_turn_waits_for_another_process_holding_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        // As `tidewire keys` does from another process: a write lock on the file.
+        let other = rusqlite::Connection::open(dir.path().join("tidewire.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.start_turn(turn(None, "while locked")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the turn did not wait for the lock");
+        other.execute_batch("COMMIT").unwrap();
+        let turn = waiting.await.unwrap().unwrap();
+        let messages = store
+            .list_messages(&turn.conversation_id, LOCAL_USER)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(messages[0].content, "while locked");
     }
 
     #[tokio::test]
