@@ -351,15 +351,31 @@ impl Connection {
                 Step::Data(mut data) => {
                     let length = data.remaining();
                     written += length as u64;
+                    // A body that knows this frame was its last (`is_end_stream`) has
+                    // the response's end go out in the same write.
+                    let last = body.is_end_stream();
                     if out.is_empty() && length > 0 {
                         // A stream's frame goes out as it is, between its chunk line
                         // and CRLF, in one vectored write: nothing copied or allocated.
                         let line = response::ChunkLine::new(length, chunked);
-                        let end: &[u8] = if chunked { b"\r\n" } else { b"" };
+                        let end: &[u8] = match (chunked, last) {
+                            (true, true) => b"\r\n0\r\n\r\n",
+                            (true, false) => b"\r\n",
+                            (false, _) => b"",
+                        };
                         let mut framed = line.as_bytes().chain(&mut data).chain(end);
                         self.stream.write_all_buf(&mut framed).await?;
                     } else {
                         response::encode_data(data, chunked, &mut out);
+                        if last {
+                            if chunked {
+                                out.extend_from_slice(response::LAST_CHUNK);
+                            }
+                            self.stream.write_all(&out).await?;
+                        }
+                    }
+                    if last {
+                        return Ok(keep_alive && framing.is_whole(written));
                     }
                 }
                 // Trailers are not sent: no client of a stream reads them.
@@ -377,11 +393,7 @@ impl Connection {
                     if !out.is_empty() {
                         self.stream.write_all(&out).await?;
                     }
-                    let whole = match framing {
-                        Framing::Length(length) => written == length,
-                        _ => true,
-                    };
-                    return Ok(keep_alive && whole);
+                    return Ok(keep_alive && framing.is_whole(written));
                 }
             }
         }

@@ -21,6 +21,16 @@ pub(crate) enum Framing {
     UntilClose,
 }
 
+impl Framing {
+    /// Whether a body of `written` bytes is all this framing promised.
+    pub(crate) fn is_whole(self, written: u64) -> bool {
+        match self {
+            Framing::Length(length) => written == length,
+            _ => true,
+        }
+    }
+}
+
 /// The framing of a response to a request with `method` and `version`, whose body
 /// says it has exactly `exact` bytes, if it knows.
 fn framing(

@@ -31,6 +31,30 @@ struct TestService {
     dropped: Arc<AtomicBool>,
 }
 
+/// Two frames, after which it says it has ended (`is_end_stream`); polled again,
+/// it would send a third that no client may see.
+struct KnownEnd {
+    sent: u8,
+}
+
+impl http_body::Body for KnownEnd {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.sent += 1;
+        let part = Bytes::from(format!("part {}\n", self.sent));
+        Poll::Ready(Some(Ok(Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= 2
+    }
+}
+
 /// Sets its flag when dropped.
 struct DropFlag(Arc<AtomicBool>);
 
@@ -76,6 +100,7 @@ impl tower_service::Service<Request<RequestBody>> for TestService {
                         });
                     BodyExt::boxed(StreamBody::new(ticks))
                 }
+                "/known-end" => KnownEnd { sent: 0 }.boxed(),
                 _ => Full::new(Bytes::from_static(b"hello")).boxed(),
             };
             Ok(Response::builder()
@@ -231,6 +256,22 @@ async fn a_stream_is_chunked_and_ends_with_the_last_chunk() {
         out.ends_with("\r\n\r\n7\r\ntick 0\n\r\n7\r\ntick 1\n\r\n7\r\ntick 2\n\r\n0\r\n\r\n"),
         "{out:?}"
     );
+}
+
+#[tokio::test]
+async fn a_body_that_says_it_ended_is_not_polled_again_and_the_connection_goes_on() {
+    let server = spawn_server().await;
+    let out = exchange(
+        server.addr,
+        b"GET /known-end HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.contains("\r\n\r\n7\r\npart 1\n\r\n7\r\npart 2\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{out:?}"
+    );
+    assert!(!out.contains("part 3"), "{out:?}");
+    assert!(out.ends_with("hello"), "{out:?}");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! re-attach to) a run, then render it as a stream or as one answer.
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, Version, header};
@@ -13,7 +13,7 @@ use tidewire_protocol::api::{ChatRequest, ChatResponse};
 
 use super::error::ApiError;
 use super::runs::{last_event_id, subscribe_after};
-use super::sse::{event_stream, sse_response};
+use super::sse::{event_body, sse_response};
 use super::{AppState, Asker};
 use crate::auth::Caller;
 use crate::pipeline::{ConversationRef, RunRequest};
@@ -85,7 +85,7 @@ pub async fn chat(
         .into_response());
     }
     let subscription = subscribe_after(&run, resume_after, state.native()).await?;
-    let body = Body::from_stream(event_stream(subscription, state.stream_settings()));
+    let body = event_body(subscription, state.stream_settings());
     Ok(sse_response(version, body))
 }
 

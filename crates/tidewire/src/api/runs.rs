@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Version};
@@ -16,7 +15,7 @@ use tidewire_protocol::api::RunView;
 
 use super::error::ApiError;
 use super::native::events_url;
-use super::sse::{event_stream, sse_response};
+use super::sse::{event_body, sse_response};
 use super::{AppState, Refusal};
 use crate::auth::{AuthError, Caller};
 use crate::hub::{CancelReason, LogError, Run, Subscription, WireFormat};
@@ -139,7 +138,7 @@ pub async fn run_events(
     let subscription = subscribe_after(&run, after, state.native())
         .await
         .map_err(IntoResponse::into_response)?;
-    let body = Body::from_stream(event_stream(subscription, state.stream_settings()));
+    let body = event_body(subscription, state.stream_settings());
     Ok(sse_response(version, body))
 }
 

@@ -3,12 +3,14 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, Version, header};
 use bytes::Bytes;
 use futures_util::Stream;
+use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
 use crate::hub::{CancelReason, Run, Subscription};
@@ -30,14 +32,22 @@ pub struct StreamSettings {
     pub cancel_on_disconnect: Option<Duration>,
 }
 
-/// The body of a run's stream: at once a keepalive comment and the `retry:` hint
-/// (so proxies pass the headers on), then every event after the subscriber's cursor
-/// as it is appended, a keepalive comment after each `keepalive` of silence, and
-/// the end after `done`.
+/// A piece of a run's stream: its bytes, and whether nothing follows them.
+pub type Piece = (Bytes, bool);
+
+/// The response body of a run's stream ([`event_stream`]).
+pub fn event_body(subscription: Subscription, settings: StreamSettings) -> Body {
+    Body::new(EventBody::new(event_stream(subscription, settings)))
+}
+
+/// A run's stream: at once a keepalive comment and the `retry:` hint (so proxies
+/// pass the headers on), then every event after the subscriber's cursor as it is
+/// appended, a keepalive comment after each `keepalive` of silence, and the end
+/// after `done`.
 pub fn event_stream(
     subscription: Subscription,
     settings: StreamSettings,
-) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+) -> impl Stream<Item = Piece> + Send + 'static {
     let mut subscription = subscription;
     let mut prelude = Vec::with_capacity(512);
     match settings.retry {
@@ -66,19 +76,74 @@ pub fn event_stream(
         state,
         move |(mut subscription, prelude, mut keepalive, guard)| async move {
             if let Some(prelude) = prelude {
-                return Some((Ok(prelude), (subscription, None, keepalive, guard)));
+                let last = subscription.is_complete();
+                return Some(((prelude, last), (subscription, None, keepalive, guard)));
             }
             tokio::select! {
                 batch = subscription.next_batch() => {
                     keepalive.sent();
-                    batch.map(|bytes| (Ok(bytes), (subscription, None, keepalive, guard)))
+                    let last = subscription.is_complete();
+                    batch.map(|bytes| ((bytes, last), (subscription, None, keepalive, guard)))
                 }
                 () = keepalive.silence() => {
-                    Some((Ok(Bytes::from_static(KEEPALIVE)), (subscription, None, keepalive, guard)))
+                    let keepalive_comment = (Bytes::from_static(KEEPALIVE), false);
+                    Some((keepalive_comment, (subscription, None, keepalive, guard)))
                 }
             }
         },
     )
+}
+
+pin_project_lite::pin_project! {
+    /// A run's stream as a response body. It says when its last piece is out
+    /// (`is_end_stream`), so the connection writes the response's end with that
+    /// piece instead of in a write of its own, one in four of a short answer's;
+    /// and what the stream holds (the subscription, whose counts go to the
+    /// metrics when dropped) is dropped before that write.
+    pub struct EventBody<S> {
+        #[pin]
+        pieces: Option<S>,
+    }
+}
+
+impl<S> EventBody<S> {
+    /// The body of `pieces`.
+    pub fn new(pieces: S) -> Self {
+        Self {
+            pieces: Some(pieces),
+        }
+    }
+}
+
+impl<S: Stream<Item = Piece>> http_body::Body for EventBody<S> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let mut pieces = self.project().pieces;
+        let Some(stream) = pieces.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::task::ready!(stream.poll_next(cx)) {
+            Some((bytes, last)) => {
+                if last {
+                    pieces.set(None);
+                }
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            None => {
+                pieces.set(None);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_none()
+    }
 }
 
 /// When a stream has been quiet for its keepalive interval. One timer per stream,
@@ -227,8 +292,7 @@ mod tests {
         });
         let start = Instant::now();
         let items: Vec<(u64, String)> = stream
-            .map(|item| {
-                let bytes = item.unwrap_or_default();
+            .map(|(bytes, _)| {
                 (
                     start.elapsed().as_secs(),
                     String::from_utf8_lossy(&bytes).into_owned(),
@@ -254,5 +318,59 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    async fn next_frame<B: http_body::Body>(
+        body: &mut Pin<&mut B>,
+    ) -> Option<Result<Frame<B::Data>, B::Error>> {
+        std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+    }
+
+    #[tokio::test]
+    async fn the_body_ends_with_its_last_piece_having_let_go_of_the_run() {
+        use http_body::Body as _;
+
+        let identity = RunIdentity {
+            run_id: "r".into(),
+            conversation_id: "c".into(),
+            message_id: "m".into(),
+            created: 0,
+            attributes: None,
+            user_id: crate::store::LOCAL_USER.into(),
+        };
+        let run = Arc::new(Run::new(identity, usize::MAX));
+        let settings = StreamSettings {
+            keepalive: Duration::from_secs(15),
+            retry: None,
+            cancel_on_disconnect: None,
+        };
+        let mut body = std::pin::pin!(EventBody::new(event_stream(
+            run.subscribe(0, Arc::new(Native::default())),
+            settings
+        )));
+
+        let prelude = next_frame(&mut body).await.unwrap().unwrap();
+        assert!(prelude.is_data());
+        assert!(!body.is_end_stream());
+        run.append(ChatEvent::token("hi"));
+        let token = next_frame(&mut body)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert!(token.ends_with(b"{\"token\":\"hi\"}\n\n"), "{token:?}");
+        assert!(!body.is_end_stream(), "ended before done");
+        run.append(ChatEvent::done(MessageStatus::Complete));
+        let done = next_frame(&mut body)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert!(done.starts_with(b"id: 2\nevent: done"), "{done:?}");
+        assert!(body.is_end_stream(), "done was the last piece");
+        assert_eq!(run.subscribers(), 0, "the subscription outlived the stream");
+        assert!(next_frame(&mut body).await.is_none());
     }
 }

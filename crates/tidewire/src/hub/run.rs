@@ -525,6 +525,7 @@ impl Run {
             run: Arc::clone(self),
             format,
             next: after,
+            complete: false,
             tally: Tally {
                 catching_up: resumed.then(Instant::now),
                 ..Tally::default()
@@ -564,6 +565,8 @@ pub struct Subscription {
     run: Arc<Run>,
     format: Arc<dyn WireFormat>,
     next: usize,
+    /// The run is finished and everything was read.
+    complete: bool,
     tally: Tally,
 }
 
@@ -619,11 +622,13 @@ impl Subscription {
         let run = Arc::clone(&self.run);
         let format = self.format.as_ref();
         let next = &mut self.next;
+        let complete = &mut self.complete;
         let tally = &mut self.tally;
         run.appended_after(|| {
             let from = *next;
             let batch = run.read_from(format, from);
             *next = batch.next;
+            *complete = batch.complete;
             run.count_sent(from, batch.next, batch.bytes.len(), tally);
             if !batch.bytes.is_empty() {
                 Some(Some(batch.bytes))
@@ -641,9 +646,15 @@ impl Subscription {
         let from = self.next;
         let batch = self.run.read_from(self.format.as_ref(), from);
         self.next = batch.next;
+        self.complete = batch.complete;
         self.run
             .count_sent(from, batch.next, batch.bytes.len(), &mut self.tally);
         (!batch.bytes.is_empty()).then_some(batch.bytes)
+    }
+
+    /// Whether the last batch read ended the run: nothing will follow it.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// Waits until the run is finished.

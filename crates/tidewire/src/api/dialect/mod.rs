@@ -35,7 +35,7 @@ use serde_json::Value;
 use super::AppState;
 use super::chat::require_json;
 use super::error::ApiError;
-use super::sse::{StreamSettings, event_stream, sse_response};
+use super::sse::{StreamSettings, event_body, sse_response};
 use crate::auth::Caller;
 use crate::hub::{Started, WireFormat};
 use crate::pipeline::{ConversationRef, RunRequest};
@@ -174,10 +174,7 @@ pub fn stream(
         retry: retry.then_some(state.config.retry),
         cancel_on_disconnect: route.cancel_on_disconnect,
     };
-    sse_response(
-        version,
-        Body::from_stream(event_stream(subscription, settings)),
-    )
+    sse_response(version, event_body(subscription, settings))
 }
 
 /// `error`'s status (and `Retry-After`) with a body in a dialect's own shape.

@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
@@ -38,7 +38,7 @@ use super::{DialectRoute, frame, json_body, json_error};
 use crate::api::AppState;
 use crate::api::chat::check_message;
 use crate::api::error::ApiError;
-use crate::api::sse::{StreamSettings, event_stream, sse_response};
+use crate::api::sse::{StreamSettings, event_body, sse_response};
 use crate::auth::Caller;
 use crate::hub::{EventEncoder, Run, RunIdentity, WireFormat};
 use crate::pipeline::{ConversationRef, RunRequest};
@@ -310,10 +310,7 @@ fn stream(state: &AppState, route: &DialectRoute, version: Version, run: &Arc<Ru
         cancel_on_disconnect: route.cancel_on_disconnect,
     };
     let subscription = run.subscribe(0, Arc::new(UiStream));
-    let mut response = sse_response(
-        version,
-        Body::from_stream(event_stream(subscription, settings)),
-    );
+    let mut response = sse_response(version, event_body(subscription, settings));
     response.headers_mut().insert(
         "x-vercel-ai-ui-message-stream",
         HeaderValue::from_static("v1"),

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, Version};
@@ -36,7 +36,7 @@ use super::{ErrorObject, OpenAiError, with_run_headers, within};
 use crate::api::chat::{check_message, parse, read_body, require_json};
 use crate::api::dialect::{default_scope, frame};
 use crate::api::error::ApiError;
-use crate::api::sse::{StreamSettings, event_stream, sse_response};
+use crate::api::sse::{StreamSettings, event_body, sse_response};
 use crate::api::{AppState, Asker};
 use crate::auth::Caller;
 use crate::hub::{EventEncoder, RunIdentity, WireFormat};
@@ -207,7 +207,7 @@ pub async fn completions(
         retry: None,
         cancel_on_disconnect: state.config.openai.cancel_on_disconnect,
     };
-    let body = Body::from_stream(event_stream(run.subscribe(0, format), settings));
+    let body = event_body(run.subscribe(0, format), settings);
     Ok(with_run_headers(sse_response(version, body), &run))
 }
 

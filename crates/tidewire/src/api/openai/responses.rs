@@ -34,7 +34,7 @@ use crate::api::chat::{check_message, parse, read_body, require_json};
 use crate::api::dialect::{default_scope, frame};
 use crate::api::error::ApiError;
 use crate::api::runs::{log_unavailable, lookup};
-use crate::api::sse::{StreamSettings, event_stream, sse_response};
+use crate::api::sse::{EventBody, StreamSettings, event_body, event_stream, sse_response};
 use crate::api::{AppState, Asker};
 use crate::auth::Caller;
 use crate::hub::{CancelReason, EventEncoder, Run, RunIdentity, WireFormat};
@@ -149,7 +149,7 @@ pub async fn create(
     if stream {
         let settings = stream_settings(&state, background);
         let subscription = run.subscribe(0, Arc::new(Responses));
-        let body = Body::from_stream(event_stream(subscription, settings));
+        let body = event_body(subscription, settings);
         return Ok(with_run_headers(sse_response(version, body), &run));
     }
     if !background {
@@ -181,9 +181,10 @@ pub async fn retrieve(
     let (prefix, next_event) = resume_point(&run, after);
     let settings = stream_settings(&state, true);
     let live = event_stream(run.subscribe(next_event, Arc::new(Responses)), settings);
-    let body = futures_util::stream::iter((!prefix.is_empty()).then(|| Ok(Bytes::from(prefix))))
-        .chain(live);
-    Ok(sse_response(version, Body::from_stream(body)))
+    let pieces =
+        futures_util::stream::iter((!prefix.is_empty()).then(|| (Bytes::from(prefix), false)))
+            .chain(live);
+    Ok(sse_response(version, Body::new(EventBody::new(pieces))))
 }
 
 /// `POST /v1/responses/{id}/cancel`: stops the response (a finished one stays as
