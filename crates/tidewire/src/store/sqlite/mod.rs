@@ -372,6 +372,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_turn_after_a_whole_checkpoint_is_left_to_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store.start_turn(turn(None, "before")).await.unwrap();
+        // The checkpointer runs every second.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !store.writes.log_restarts() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("no checkpoint copied the log back");
+        // Only the thread clears the mark: a turn committed here would leave it.
+        store.start_turn(turn(None, "after")).await.unwrap();
+        assert!(!store.writes.log_restarts());
+    }
+
+    #[tokio::test]
     async fn a_turn_waits_for_another_process_holding_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();

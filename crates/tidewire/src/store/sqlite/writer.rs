@@ -11,8 +11,8 @@
 //! [`Writer::write`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use rusqlite::{
@@ -76,6 +76,9 @@ struct Shared {
     queued: AtomicUsize,
     /// How many writes the thread's last transaction committed.
     last_batch: AtomicUsize,
+    /// A checkpoint copied the whole log back: the next transaction starts the
+    /// log over, and with it SQLite syncs the log's header to disk.
+    log_restarts: AtomicBool,
 }
 
 impl std::fmt::Debug for Writer {
@@ -94,6 +97,7 @@ impl Writer {
             conn: Mutex::new(open(database)?),
             queued: AtomicUsize::new(0),
             last_batch: AtomicUsize::new(0),
+            log_restarts: AtomicBool::new(false),
         });
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
         let thread_shared = Arc::clone(&shared);
@@ -103,7 +107,7 @@ impl Writer {
             .map_err(|error| {
                 StoreError::WriteFailed(format!("cannot start the writer: {error}"))
             })?;
-        tokio::spawn(checkpoint_loop(reads));
+        tokio::spawn(checkpoint_loop(reads, Arc::clone(&shared)));
         Ok(Self { jobs, shared })
     }
 
@@ -130,19 +134,29 @@ impl Writer {
         outcome.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Whether the next transaction starts the log over.
+    #[cfg(test)]
+    pub(super) fn log_restarts(&self) -> bool {
+        self.shared.log_restarts.load(Ordering::Acquire)
+    }
+
     /// Commits a new turn here when that keeps the order of writes; `None` when
     /// the writer thread is to commit `op`.
     fn write_here(&self, op: &Op) -> Option<Result<Outcome, StoreError>> {
         if !matches!(op, Op::StartTurn(_)) {
             return None;
         }
-        let Ok(mut conn) = self.shared.conn.try_lock() else {
-            return None;
+        let mut conn = match self.shared.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
         };
         // Checked holding the connection: a write sent before this one and not yet
-        // committed is counted until the thread has committed it.
+        // committed is counted until the thread has committed it. A transaction
+        // that starts the log over waits for a disk sync: not on a runtime thread.
         if self.shared.queued.load(Ordering::Acquire) != 0
             || self.shared.last_batch.load(Ordering::Relaxed) > 1
+            || self.shared.log_restarts.load(Ordering::Acquire)
         {
             return None;
         }
@@ -197,7 +211,15 @@ fn write_loop(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let outcomes = commit(&mut lock(&shared.conn), &batch);
+        let outcomes = {
+            let mut conn = lock(&shared.conn);
+            // Cleared before the transaction: a checkpoint that completes during it
+            // leaves the flag for the next one.
+            shared.log_restarts.store(false, Ordering::Release);
+            // A panic on the inline path may have left it without a busy timeout.
+            let _ = conn.busy_timeout(BUSY_TIMEOUT);
+            commit(&mut conn, &batch)
+        };
         shared.last_batch.store(batch.len(), Ordering::Relaxed);
         shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         for (job, outcome) in batch.drain(..).zip(outcomes) {
@@ -211,7 +233,10 @@ fn write_loop(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
 /// stall every write queued behind it. This copies the log into the database beside
 /// it; PASSIVE never waits for the writer, and what it cannot copy now it copies next
 /// time.
-async fn checkpoint_loop(pool: SqlitePool) {
+///
+/// A checkpoint that copied the whole log makes the next transaction start the log
+/// over, which syncs the log's header: that one goes to the writer thread.
+async fn checkpoint_loop(pool: SqlitePool, shared: Arc<Shared>) {
     let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -219,11 +244,16 @@ async fn checkpoint_loop(pool: SqlitePool) {
         if pool.is_closed() {
             return;
         }
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::debug!(%error, "WAL checkpoint failed");
+        // (busy, frames in the log, frames copied back)
+        let done: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await;
+        match done {
+            Ok((_, log, copied)) if log > 0 && copied == log => {
+                shared.log_restarts.store(true, Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "WAL checkpoint failed"),
         }
     }
 }
@@ -286,7 +316,8 @@ fn failed(error: rusqlite::Error) -> StoreError {
 }
 
 /// The connection, even if a panic while it was held poisoned its lock: every
-/// transaction is undone when dropped, so what the lock guards is whole.
+/// transaction is undone when dropped, and the thread sets the busy timeout again
+/// before each batch.
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
