@@ -358,12 +358,17 @@ impl Connection {
                         // A stream's frame goes out as it is, between its chunk line
                         // and CRLF, in one vectored write: nothing copied or allocated.
                         let line = response::ChunkLine::new(length, chunked);
-                        let end: &[u8] = match (chunked, last) {
-                            (true, true) => b"\r\n0\r\n\r\n",
-                            (true, false) => b"\r\n",
-                            (false, _) => b"",
+                        let end: &[u8] = if chunked { b"\r\n" } else { b"" };
+                        let last_chunk: &[u8] = if chunked && last {
+                            response::LAST_CHUNK
+                        } else {
+                            b""
                         };
-                        let mut framed = line.as_bytes().chain(&mut data).chain(end);
+                        let mut framed = line
+                            .as_bytes()
+                            .chain(&mut data)
+                            .chain(end)
+                            .chain(last_chunk);
                         self.stream.write_all_buf(&mut framed).await?;
                     } else {
                         response::encode_data(data, chunked, &mut out);

@@ -266,8 +266,7 @@ mod tests {
     use crate::api::native::Native;
     use crate::hub::{Run, RunIdentity};
 
-    #[tokio::test(start_paused = true)]
-    async fn keepalives_go_out_at_once_and_after_each_quiet_interval() {
+    fn a_run() -> Arc<Run> {
         let identity = RunIdentity {
             run_id: "r".into(),
             conversation_id: "c".into(),
@@ -276,13 +275,25 @@ mod tests {
             attributes: None,
             user_id: crate::store::LOCAL_USER.into(),
         };
-        let run = Arc::new(Run::new(identity, usize::MAX));
-        let settings = StreamSettings {
+        Arc::new(Run::new(identity, usize::MAX))
+    }
+
+    /// Keepalives every 15 s.
+    fn settings(retry: Option<Duration>) -> StreamSettings {
+        StreamSettings {
             keepalive: Duration::from_secs(15),
-            retry: Some(Duration::from_millis(1500)),
+            retry,
             cancel_on_disconnect: None,
-        };
-        let stream = event_stream(run.subscribe(0, Arc::new(Native::default())), settings);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalives_go_out_at_once_and_after_each_quiet_interval() {
+        let run = a_run();
+        let stream = event_stream(
+            run.subscribe(0, Arc::new(Native::default())),
+            settings(Some(Duration::from_millis(1500))),
+        );
         let producer = Arc::clone(&run);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(40)).await;
@@ -330,23 +341,10 @@ mod tests {
     async fn the_body_ends_with_its_last_piece_having_let_go_of_the_run() {
         use http_body::Body as _;
 
-        let identity = RunIdentity {
-            run_id: "r".into(),
-            conversation_id: "c".into(),
-            message_id: "m".into(),
-            created: 0,
-            attributes: None,
-            user_id: crate::store::LOCAL_USER.into(),
-        };
-        let run = Arc::new(Run::new(identity, usize::MAX));
-        let settings = StreamSettings {
-            keepalive: Duration::from_secs(15),
-            retry: None,
-            cancel_on_disconnect: None,
-        };
+        let run = a_run();
         let mut body = std::pin::pin!(EventBody::new(event_stream(
             run.subscribe(0, Arc::new(Native::default())),
-            settings
+            settings(None)
         )));
 
         let prelude = next_frame(&mut body).await.unwrap().unwrap();

@@ -162,9 +162,9 @@ impl Writer {
         }
         // Another process holding the database (`tidewire keys`) must not make this
         // thread, one of the runtime's, sleep in SQLite's busy handler: the writer
-        // thread waits for it instead.
+        // thread waits for it instead (and sets its own timeout before each batch).
         let _ = conn.busy_timeout(Duration::ZERO);
-        let result = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Err(rusqlite::Error::SqliteFailure(error, _))
                 if error.code == ErrorCode::DatabaseBusy =>
             {
@@ -175,9 +175,7 @@ impl Writer {
                 commit_in(tx, std::iter::once(op), now_millis())
                     .map(|mut outcomes| outcomes.remove(0)),
             ),
-        };
-        let _ = conn.busy_timeout(BUSY_TIMEOUT);
-        result
+        }
     }
 }
 
@@ -216,7 +214,7 @@ fn write_loop(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             // Cleared before the transaction: a checkpoint that completes during it
             // leaves the flag for the next one.
             shared.log_restarts.store(false, Ordering::Release);
-            // A panic on the inline path may have left it without a busy timeout.
+            // The inline path leaves the connection without one.
             let _ = conn.busy_timeout(BUSY_TIMEOUT);
             commit(&mut conn, &batch)
         };
@@ -316,8 +314,7 @@ fn failed(error: rusqlite::Error) -> StoreError {
 }
 
 /// The connection, even if a panic while it was held poisoned its lock: every
-/// transaction is undone when dropped, and the thread sets the busy timeout again
-/// before each batch.
+/// transaction is undone when dropped.
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
