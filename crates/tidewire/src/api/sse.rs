@@ -337,6 +337,15 @@ mod tests {
         std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
     }
 
+    /// The next frame, which must be data.
+    async fn next_data<B>(body: &mut Pin<&mut B>) -> B::Data
+    where
+        B: http_body::Body<Error = Infallible>,
+    {
+        let frame = next_frame(body).await.unwrap().unwrap();
+        frame.into_data().ok().unwrap()
+    }
+
     #[tokio::test]
     async fn the_body_ends_with_its_last_piece_having_let_go_of_the_run() {
         use http_body::Body as _;
@@ -351,21 +360,11 @@ mod tests {
         assert!(prelude.is_data());
         assert!(!body.is_end_stream());
         run.append(ChatEvent::token("hi"));
-        let token = next_frame(&mut body)
-            .await
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let token = next_data(&mut body).await;
         assert!(token.ends_with(b"{\"token\":\"hi\"}\n\n"), "{token:?}");
         assert!(!body.is_end_stream(), "ended before done");
         run.append(ChatEvent::done(MessageStatus::Complete));
-        let done = next_frame(&mut body)
-            .await
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let done = next_data(&mut body).await;
         assert!(done.starts_with(b"id: 2\nevent: done"), "{done:?}");
         assert!(body.is_end_stream(), "done was the last piece");
         assert_eq!(run.subscribers(), 0, "the subscription outlived the stream");
