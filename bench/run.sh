@@ -160,7 +160,7 @@ if [ "$QUICK" = 1 ]; then
     UPSTREAM=(-n 300)
 else
     BURST=(-c 100 -n 5000 --tokens 100 --max-time 180)
-    PACED_C=(1000 2000 3000 4000 5000 6000 8000 10000)
+    PACED_C=(1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 12000)
     PACED=(--tokens 500 --rate 20 --max-time 180)
     IDLE=(-c 10000 --hold 10 --max-time 180)
     FANOUT_N=(1000 10000)
