@@ -338,7 +338,9 @@ impl Connection {
                         self.stream.write_all(&out).await?;
                         out = Vec::new();
                     }
+                    // The body first: woken for a frame, the socket is not polled.
                     tokio::select! {
+                        biased;
                         step = poll_fn(|cx| body.as_mut().poll_frame(cx).map(Step::of)) => step,
                         gone = self.peer_gone() => {
                             gone?;

@@ -44,11 +44,7 @@ pub fn event_body(subscription: Subscription, settings: StreamSettings) -> Body 
 /// pass the headers on), then every event after the subscriber's cursor as it is
 /// appended, a keepalive comment after each `keepalive` of silence, and the end
 /// after `done`.
-pub fn event_stream(
-    subscription: Subscription,
-    settings: StreamSettings,
-) -> impl Stream<Item = Piece> + Send + 'static {
-    let mut subscription = subscription;
+pub fn event_stream(mut subscription: Subscription, settings: StreamSettings) -> EventStream {
     let mut prelude = Vec::with_capacity(512);
     match settings.retry {
         Some(retry) => {
@@ -61,7 +57,7 @@ pub fn event_stream(
     if let Some(ready) = subscription.ready_batch() {
         prelude.extend_from_slice(&ready);
     }
-    let guard = settings.cancel_on_disconnect.map(|grace| DisconnectGuard {
+    let disconnect = settings.cancel_on_disconnect.map(|grace| DisconnectGuard {
         run: std::sync::Arc::clone(subscription.run()),
         grace,
     });
@@ -69,29 +65,42 @@ pub fn event_stream(
         .run()
         .metrics()
         .map(|metrics| OpenStream::new(std::sync::Arc::clone(metrics), subscription.format_name()));
-    let guard = (guard, open);
-    let keepalive = Keepalive::new(settings.keepalive);
-    let state = (subscription, Some(Bytes::from(prelude)), keepalive, guard);
-    futures_util::stream::unfold(
-        state,
-        move |(mut subscription, prelude, mut keepalive, guard)| async move {
-            if let Some(prelude) = prelude {
-                let last = subscription.is_complete();
-                return Some(((prelude, last), (subscription, None, keepalive, guard)));
-            }
-            tokio::select! {
-                batch = subscription.next_batch() => {
-                    keepalive.sent();
-                    let last = subscription.is_complete();
-                    batch.map(|bytes| ((bytes, last), (subscription, None, keepalive, guard)))
-                }
-                () = keepalive.silence() => {
-                    let keepalive_comment = (Bytes::from_static(KEEPALIVE), false);
-                    Some((keepalive_comment, (subscription, None, keepalive, guard)))
-                }
-            }
-        },
-    )
+    EventStream {
+        subscription,
+        prelude: Some(Bytes::from(prelude)),
+        keepalive: Keepalive::new(settings.keepalive),
+        _guards: (disconnect, open),
+    }
+}
+
+/// The stream [`event_stream`] returns. Polled by hand, not built from `unfold`
+/// and `select!`: each event of each stream goes through it, and those layers
+/// were as much of a paced stream's server time as its own work.
+pub struct EventStream {
+    subscription: Subscription,
+    prelude: Option<Bytes>,
+    keepalive: Keepalive,
+    /// Dropped with the stream: what happens when its client goes away.
+    _guards: (Option<DisconnectGuard>, Option<OpenStream>),
+}
+
+impl Stream for EventStream {
+    type Item = Piece;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Piece>> {
+        let this = &mut *self;
+        if let Some(prelude) = this.prelude.take() {
+            return Poll::Ready(Some((prelude, this.subscription.is_complete())));
+        }
+        // Events first: a stream that has one sends it, not a keepalive.
+        if let Poll::Ready(batch) = this.subscription.poll_batch(cx) {
+            this.keepalive.sent();
+            let last = this.subscription.is_complete();
+            return Poll::Ready(batch.map(|bytes| (bytes, last)));
+        }
+        std::task::ready!(this.keepalive.poll_silence(cx));
+        Poll::Ready(Some((Bytes::from_static(KEEPALIVE), false)))
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -170,16 +179,16 @@ impl Keepalive {
         self.last_sent = Instant::now();
     }
 
-    /// Resolves once nothing was sent for `every`; the caller sends a keepalive.
-    async fn silence(&mut self) {
+    /// Ready once nothing was sent for `every`; the caller sends a keepalive.
+    fn poll_silence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            self.timer.as_mut().await;
+            std::task::ready!(self.timer.as_mut().poll(cx));
             let due = self.last_sent + self.every;
             let now = Instant::now();
             if now >= due {
                 self.last_sent = now;
                 self.timer.as_mut().reset(now + self.every);
-                return;
+                return Poll::Ready(());
             }
             self.timer.as_mut().reset(due);
         }
