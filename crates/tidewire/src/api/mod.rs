@@ -34,7 +34,6 @@ pub use cors::DEFAULT_ORIGINS;
 pub use error::ApiError;
 
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, DialectConfig, DialectsConfig};
 use crate::hub::Hub;
@@ -157,24 +156,10 @@ pub fn router(state: AppState) -> Router {
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(axum::middleware::from_fn(observe::trace))
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state)
-}
-
-/// The span of a request: its method, route and id.
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| request.uri().path(), |path| path.as_str());
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!("request", method = %request.method(), route, request_id = id)
 }
 
 /// The arguments of every dialect handler but its route.

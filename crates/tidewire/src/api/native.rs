@@ -89,7 +89,13 @@ impl NativeEncoder {
             ),
             other => other.write_data(scratch),
         };
-        let data = String::from_utf8_lossy(scratch);
+        // serde_json writes UTF-8, so the check passes; `from_utf8`'s check reads
+        // ASCII a word at a time, the lossy one a byte at a time (1.7 % of a paced
+        // stream's server instructions).
+        let data = match std::str::from_utf8(scratch) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(scratch),
+        };
         let mut digits = [0u8; 20];
         let id = format_decimal(seq, &mut digits);
         // Ids are digits and names fixed identifiers: neither can hold CR or LF.

@@ -1,6 +1,7 @@
-//! `/metrics`, and the middleware that measures the latency of the routes that
-//! answer at once (a stream's latency is its length, not a useful number; streams
-//! are counted where they are written, in `api::sse` and the hub).
+//! `/metrics`, the middleware that measures the latency of the routes that answer
+//! at once (a stream's latency is its length, not a useful number; streams are
+//! counted where they are written, in `api::sse` and the hub), and the one that
+//! gives each request its span and log lines.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::AppState;
 use crate::metrics::RequestLabel;
@@ -79,4 +81,42 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         metrics.observe_in(&metrics.request_duration, label, started.elapsed());
     }
     response
+}
+
+/// Runs the request in its span (method, route, request id: every log line of the
+/// request carries them) and logs its end, at `error` for a server error. What
+/// tower-http's `TraceLayer` did, without wrapping the response body: that timed
+/// every frame of every stream and entered the span for each (1.6 % of the
+/// instructions of a paced stream's server, callgrind).
+pub async fn trace(request: Request, next: Next) -> Response {
+    let span = request_span(&request);
+    let started = Instant::now();
+    async move {
+        tracing::debug!("started processing request");
+        let response = next.run(request).await;
+        let status = response.status();
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        if status.is_server_error() {
+            tracing::error!(%status, latency_ms, "request failed");
+        } else {
+            tracing::debug!(%status, latency_ms, "finished processing request");
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The span of a request: its method, route and id.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri().path(), |path| path.as_str());
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), route, request_id = id)
 }
