@@ -124,6 +124,21 @@ struct Waiters {
 #[derive(Debug, Default)]
 struct Slot(Option<(u64, usize)>);
 
+/// A wait for an append ([`Run::appended_after`]): given up (a timeout), it lets
+/// go of its waker at once, not at the next append.
+struct Waiting<'a> {
+    run: &'a Run,
+    slot: Slot,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.slot.0.is_some() {
+            self.run.state().waiters.leave(&self.slot);
+        }
+    }
+}
+
 /// Up to this many waiters are woken under the lock, keeping the list's memory;
 /// more (a fan-out) take the list and are woken after it.
 const WAKE_IN_PLACE: usize = 8;
@@ -449,16 +464,18 @@ impl Run {
 
     /// Returns what `check` finds in the log, waiting for appends until it finds
     /// something. `check` runs under the same lock as the waiter's registration,
-    /// so no append is missed between the check and the wait. A wait given up
-    /// leaves its waker in the list until the next append.
+    /// so no append is missed between the check and the wait.
     async fn appended_after<T>(&self, mut check: impl FnMut(&RunState) -> Option<T>) -> T {
-        let mut slot = Slot::default();
+        let mut waiting = Waiting {
+            run: self,
+            slot: Slot::default(),
+        };
         std::future::poll_fn(|cx| {
             let mut state = self.state();
             match check(&state) {
                 Some(value) => Poll::Ready(value),
                 None => {
-                    state.waiters.register(&mut slot, cx.waker());
+                    state.waiters.register(&mut waiting.slot, cx.waker());
                     Poll::Pending
                 }
             }
@@ -1026,6 +1043,22 @@ mod tests {
         );
         run.append(ChatEvent::token("b"));
         assert_eq!(latest.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_wait_given_up_lets_go_of_its_waker() {
+        let run = run();
+        let (counter, waker) = counter();
+        let mut wait = Box::pin(run.reached(1));
+        assert!(
+            wait.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(waker);
+        assert_eq!(Arc::strong_count(&counter), 2, "the run holds the waker");
+        drop(wait);
+        assert_eq!(Arc::strong_count(&counter), 1, "let go with the wait");
     }
 
     #[tokio::test]
