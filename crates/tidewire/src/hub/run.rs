@@ -473,7 +473,12 @@ impl Run {
         std::future::poll_fn(|cx| {
             let mut state = self.state();
             match check(&state) {
-                Some(value) => Poll::Ready(value),
+                Some(value) => {
+                    // Found after an append, which emptied the list: nothing to
+                    // take back when the wait ends.
+                    waiting.slot = Slot::default();
+                    Poll::Ready(value)
+                }
                 None => {
                     state.waiters.register(&mut waiting.slot, cx.waker());
                     Poll::Pending
@@ -720,19 +725,7 @@ impl Subscription {
     /// [`Subscription::next_batch`] as a poll: when nothing is there yet, the task
     /// is woken by the next append.
     pub fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let from = self.next;
-        let batch = {
-            let mut state = self.run.state();
-            let batch = self.run.read_locked(&mut state, self.format.as_ref(), from);
-            if batch.bytes.is_empty() && !batch.complete {
-                state.waiters.register(&mut self.slot, cx.waker());
-            }
-            batch
-        };
-        self.next = batch.next;
-        self.complete = batch.complete;
-        self.run
-            .count_sent(from, batch.next, batch.bytes.len(), &mut self.tally);
+        let batch = self.read(Some(cx.waker()));
         if !batch.bytes.is_empty() {
             Poll::Ready(Some(batch.bytes))
         } else if batch.complete {
@@ -744,13 +737,28 @@ impl Subscription {
 
     /// The events after the cursor that are already there, without waiting.
     pub fn ready_batch(&mut self) -> Option<Bytes> {
+        let batch = self.read(None);
+        (!batch.bytes.is_empty()).then_some(batch.bytes)
+    }
+
+    /// Reads the events after the cursor and moves it past them; with nothing to
+    /// read, leaves `waker` (if any) to be woken by the next append, under the
+    /// same lock.
+    fn read(&mut self, waker: Option<&Waker>) -> Batch {
         let from = self.next;
-        let batch = self.run.read_from(self.format.as_ref(), from);
+        let batch = {
+            let mut state = self.run.state();
+            let batch = self.run.read_locked(&mut state, self.format.as_ref(), from);
+            if let Some(waker) = waker.filter(|_| batch.bytes.is_empty() && !batch.complete) {
+                state.waiters.register(&mut self.slot, waker);
+            }
+            batch
+        };
         self.next = batch.next;
         self.complete = batch.complete;
         self.run
             .count_sent(from, batch.next, batch.bytes.len(), &mut self.tally);
-        (!batch.bytes.is_empty()).then_some(batch.bytes)
+        batch
     }
 
     /// Whether the last batch read ended the run: nothing will follow it.
